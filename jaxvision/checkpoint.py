@@ -1,0 +1,84 @@
+"""A thin wrapper over `orbax.checkpoint.CheckpointManager`.
+
+Each checkpoint step holds three items:
+- `state`: the whole TrainState (params, batch stats, optimizer state, step, rng);
+- `data`: the train iterator's state, one JSON file per process (grain's handler);
+- `meta`: a small JSON header (model and dataset) checked before restoring, so a
+  workdir of one model is never silently restored into another.
+
+Orbax writes each step into a temporary folder and renames it when complete, so a
+run killed mid-save leaves the earlier checkpoints intact.
+"""
+
+from typing import Any
+
+import grain.checkpoint
+import orbax.checkpoint as ocp
+
+from jaxvision.errors import UserError
+
+
+class Checkpointer:
+    """Saves every `save_every_steps` steps, keeps the last `keep`, restores any step."""
+
+    def __init__(self, directory: str, *, save_every_steps: int = 1, keep: int = 3):
+        self.directory = directory
+        self._manager = ocp.CheckpointManager(
+            directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep,
+                save_interval_steps=save_every_steps,
+                create=True,
+            ),
+        )
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any, data_iterator: Any, meta: dict,
+             *, force: bool = False) -> bool:
+        """Starts an asynchronous save; returns whether this step is saved."""
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=grain.checkpoint.CheckpointSave(data_iterator),
+            meta=ocp.args.JsonSave(meta),
+        )
+        return self._manager.save(step, args=args, force=force)
+
+    def check_meta(self, step: int, meta: dict):
+        """Raises UserError if checkpoint `step` was written for another model or dataset."""
+        saved = self._restore(step, meta=ocp.args.JsonRestore()).meta
+        for key, value in meta.items():
+            if saved.get(key) != value:
+                raise UserError(
+                    f"The checkpoint in {self.directory} was written with {key}="
+                    f"{saved.get(key)} but the config has {key}={value}; use a new "
+                    "--workdir (or move the old one away) to train this config."
+                )
+
+    def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Any:
+        """Restores the state (and the data iterator, in place) from `step`.
+
+        `abstract_state` is a pytree of `jax.ShapeDtypeStruct`s with shardings:
+        arrays come back laid out as they say, whatever layout wrote them.
+        """
+        args = {"state": ocp.args.StandardRestore(abstract_state)}
+        if data_iterator is not None:
+            args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        return self._restore(step, **args).state
+
+    def _restore(self, step: int, **args) -> Any:
+        try:
+            return self._manager.restore(step, args=ocp.args.Composite(**args))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UserError(
+                f"Checkpoint step {step} in {self.directory} could not be read "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); it may be "
+                "corrupt or from another version: move that step's folder away to "
+                "resume from an earlier step, or use a new --workdir."
+            ) from e
+
+    def close(self):
+        """Waits for pending saves to finish, then releases the manager."""
+        self._manager.wait_until_finished()
+        self._manager.close()

@@ -1,0 +1,72 @@
+"""What every script in `scripts/` shares: flag parsing and clean failures.
+
+Bad input (a missing config file, an override of a config key that does not
+exist, any `UserError` raised by the library) ends the script with one line
+on stderr, no traceback and exit status 1.
+"""
+
+import logging as py_logging
+import os
+import sys
+from typing import Callable
+
+from absl import app, flags, logging
+
+from jaxvision.errors import UserError
+
+
+def _fail(message: str):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _config_path(argv: list[str]) -> str | None:
+    """The config file named by `--config path[:arg]` or `--config=path[:arg]`."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--config" and i + 1 < len(argv):
+            value = argv[i + 1]
+        else:
+            continue
+        return value.split(":", 1)[0]
+    return None
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    path = _config_path(argv)
+    if path is not None and not os.path.isfile(path):
+        _fail(f"Config file {path!r} does not exist; pass an existing file such as "
+              "--config configs/digits_cnn.py.")
+    try:
+        return flags.FLAGS(argv)
+    except AttributeError as e:  # ml_collections: override of an unknown key.
+        key = e.args[0].args[0] if e.args and isinstance(e.args[0], KeyError) else e
+        _fail(f"Config key {key} does not exist; check the spelling of your "
+              f"--config.* overrides against {path}.")
+    except flags.Error as e:
+        _fail(f"{e}; see --helpfull for the flags.")
+    except UserError as e:  # Raised by a config file's get_config().
+        _fail(str(e))
+
+
+class _OnlyOurInfo(py_logging.Filter):
+    """Passes INFO lines from jaxvision only (Orbax is chatty); warnings from all."""
+
+    def filter(self, record: py_logging.LogRecord) -> bool:
+        return record.levelno >= py_logging.WARNING or f"{os.sep}jaxvision{os.sep}" in record.pathname
+
+
+def run(main: Callable[[list[str]], None]):
+    """`absl.app.run(main)` that turns `UserError` into a one-line error."""
+
+    def guarded_main(argv):
+        logging.get_absl_handler().addFilter(_OnlyOurInfo())
+        if len(argv) > 1:
+            _fail(f"Unexpected arguments {argv[1:]}; pass settings as --config.KEY=VALUE.")
+        try:
+            main(argv)
+        except UserError as e:
+            _fail(str(e))
+
+    app.run(guarded_main, flags_parser=_parse_flags)

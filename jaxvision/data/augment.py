@@ -1,0 +1,148 @@
+"""On-device preprocessing: pure `jnp`, jit-able, static shapes.
+
+Randomness is per example: the batch key is split into one key per example
+and the per-example function is `vmap`ped over the batch.
+"""
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+# Inception-style random-resized-crop ranges (Szegedy et al., 2015).
+_RRC_SCALE = (0.08, 1.0)  # Fraction of the image area kept.
+_RRC_RATIO = (3 / 4, 4 / 3)  # Range of width / height.
+_RRC_ATTEMPTS = 10  # Boxes sampled; the first that fits the image is used.
+
+
+def preprocess_for_train(
+    images: jax.Array,
+    rng: jax.Array,
+    *,
+    crop_size: int,
+    pad: int = 0,
+    flip: bool = False,
+    random_resized_crop: bool = False,
+    mean: float | Sequence[float],
+    std: float | Sequence[float],
+) -> jax.Array:
+    """Random crop (or random-resized-crop), optional flip, then normalize.
+
+    Args:
+        images: uint8 [B, H, W, C].
+        rng: PRNG key for the whole batch.
+        crop_size: Output height and width.
+        pad: Zero padding added on every side before a random crop
+            (ignored with `random_resized_crop`).
+        flip: Whether to flip each image horizontally with probability 1/2.
+        random_resized_crop: Whether to use an Inception-style crop (scale
+            (0.08, 1), aspect ratio (3/4, 4/3)) resized to `crop_size`.
+        mean: Per-channel mean of the [0, 1]-scaled pixels.
+        std: Per-channel standard deviation of the [0, 1]-scaled pixels.
+
+    Returns:
+        float32 [B, crop_size, crop_size, C].
+    """
+
+    def one(image: jax.Array, key: jax.Array) -> jax.Array:
+        crop_key, flip_key = jax.random.split(key)
+        image = image.astype(jnp.float32)  # [H, W, C]
+        if random_resized_crop:
+            image = _random_resized_crop(image, crop_key, crop_size)
+        else:
+            image = _random_crop(image, crop_key, crop_size, pad)
+        if flip:
+            image = jnp.where(jax.random.bernoulli(flip_key), image[:, ::-1], image)
+        return image  # [crop, crop, C]
+
+    keys = jax.random.split(rng, images.shape[0])  # [B] keys
+    crops = jax.vmap(one)(images, keys)  # [B, crop, crop, C]
+    return _normalize(crops, mean, std)
+
+
+def preprocess_for_eval(
+    images: jax.Array,
+    *,
+    crop_size: int,
+    mean: float | Sequence[float],
+    std: float | Sequence[float],
+) -> jax.Array:
+    """Center crop, then normalize.
+
+    Args:
+        images: uint8 [B, H, W, C] with H, W >= crop_size.
+        crop_size: Output height and width.
+        mean: Per-channel mean of the [0, 1]-scaled pixels.
+        std: Per-channel standard deviation of the [0, 1]-scaled pixels.
+
+    Returns:
+        float32 [B, crop_size, crop_size, C].
+    """
+    _, height, width, _ = images.shape
+    top, left = (height - crop_size) // 2, (width - crop_size) // 2
+    crops = images[:, top : top + crop_size, left : left + crop_size]
+    return _normalize(crops.astype(jnp.float32), mean, std)  # [B, crop, crop, C]
+
+
+def _normalize(
+    images: jax.Array, mean: float | Sequence[float], std: float | Sequence[float]
+) -> jax.Array:
+    """(x / 255 - mean) / std over the channel (last) axis; float32 in and out."""
+    mean = jnp.asarray(mean, jnp.float32)  # [] or [C]
+    std = jnp.asarray(std, jnp.float32)  # [] or [C]
+    return (images / 255.0 - mean) / std
+
+
+def _random_crop(image: jax.Array, key: jax.Array, size: int, pad: int) -> jax.Array:
+    """Zero-pads by `pad`, then takes a uniformly placed [size, size] window."""
+    image = jnp.pad(image, ((pad, pad), (pad, pad), (0, 0)))  # [H + 2p, W + 2p, C]
+    height, width, channels = image.shape
+    y_key, x_key = jax.random.split(key)
+    top = jax.random.randint(y_key, (), 0, height - size + 1)
+    left = jax.random.randint(x_key, (), 0, width - size + 1)
+    return jax.lax.dynamic_slice(image, (top, left, 0), (size, size, channels))
+
+
+def _random_resized_crop(image: jax.Array, key: jax.Array, size: int) -> jax.Array:
+    """Inception crop: a random box of the image resized to [size, size].
+
+    Box sides are continuous (no rounding), so the crop is an exact
+    `scale_and_translate` of the image. If no sampled box fits, the largest
+    center box with an allowed aspect ratio is used (as torchvision does).
+    """
+    height, width, channels = image.shape
+    area_key, ratio_key, y_key, x_key = jax.random.split(key, 4)
+    fraction = jax.random.uniform(
+        area_key, (_RRC_ATTEMPTS,), minval=_RRC_SCALE[0], maxval=_RRC_SCALE[1]
+    )
+    log_ratio = jax.random.uniform(
+        ratio_key,
+        (_RRC_ATTEMPTS,),
+        minval=math.log(_RRC_RATIO[0]),
+        maxval=math.log(_RRC_RATIO[1]),
+    )
+    area, ratio = height * width * fraction, jnp.exp(log_ratio)  # [attempts]
+    box_ws, box_hs = jnp.sqrt(area * ratio), jnp.sqrt(area / ratio)  # [attempts]
+    fits = (box_ws <= width) & (box_hs <= height)  # [attempts]
+    found, first = fits.any(), jnp.argmax(fits)
+
+    # Fallback: the whole image, narrowed to the nearest allowed aspect ratio.
+    box_w = jnp.where(found, box_ws[first], min(width, height * _RRC_RATIO[1]))
+    box_h = jnp.where(found, box_hs[first], min(height, width / _RRC_RATIO[0]))
+    y_frac = jnp.where(found, jax.random.uniform(y_key), 0.5)
+    x_frac = jnp.where(found, jax.random.uniform(x_key), 0.5)
+    top, left = y_frac * (height - box_h), x_frac * (width - box_w)
+
+    # Output edge 0 lands on input (top, left) and the box fills `size` pixels.
+    scale = jnp.stack([size / box_h, size / box_w])  # [2]
+    translation = -jnp.stack([top, left]) * scale  # [2]
+    return jax.image.scale_and_translate(
+        image,
+        shape=(size, size, channels),
+        spatial_dims=(0, 1),
+        scale=scale,
+        translation=translation,
+        method="bilinear",
+        antialias=True,
+    )  # [size, size, C]

@@ -1,0 +1,119 @@
+"""The boundary between configs and tfds: dataset names in, random-access sources out.
+
+Builders defined in jaxvision (e.g. "digits") are prepared on first use, offline.
+Catalog datasets ("mnist", "cifar10", "imagenet2012", ...) must be prepared
+beforehand with `tfds build` in the array_record format, which needs
+TensorFlow; reading them never does.
+"""
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import tensorflow_datasets as tfds
+from absl import logging
+
+from jaxvision.errors import UserError
+
+_CATALOG_URL = "https://www.tensorflow.org/datasets/catalog/overview"
+
+# The tfds builders defined in jaxvision (importing `jaxvision.data` registers
+# them); they are prepared locally on first use. Add new builders here.
+BUILTIN_DATASETS = ("digits",)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a config needs to know about a dataset.
+
+    Attributes:
+        num_classes: Number of label classes.
+        class_names: One name per class, indexed by label.
+        num_examples: Examples per split; empty while the dataset is not prepared.
+        image_shape: (H, W, C) of every image, or None when sizes vary.
+    """
+
+    num_classes: int
+    class_names: tuple[str, ...]
+    num_examples: dict[str, int]
+    image_shape: tuple[int, int, int] | None
+
+
+def load_source(name: str, split: str, data_dir: str | None = None) -> Sequence[Any]:
+    """Returns a random-access source (`len`, `[i]`) of dict records for one split.
+
+    Args:
+        name: A jaxvision builder ("digits") or any tfds catalog name ("mnist").
+        split: A split of that dataset, e.g. "train" or "test" (tfds slicing
+            such as "train[:90%]" works too).
+        data_dir: The tfds data dir; None means tfds's default
+            (`$TFDS_DATA_DIR` or ~/tensorflow_datasets).
+    """
+    builder = _builder(name, data_dir)
+    # Splits are only known once prepared (and never under tfds mock_data).
+    available = list(builder.info.splits)
+    if available:
+        for part in split.split("+"):
+            if part.split("[")[0].strip() not in available:
+                raise UserError(
+                    f"Dataset {name!r} has no split {split!r}; use one of {available}."
+                )
+    try:
+        return builder.as_data_source(split=split)
+    except NotImplementedError as e:  # Not prepared, or prepared as tfrecord.
+        raise UserError(_not_prepared_message(builder, name)) from e
+
+
+def dataset_info(name: str, data_dir: str | None = None) -> DatasetInfo:
+    """Returns the classes, split sizes and image shape of a dataset.
+
+    jaxvision's own datasets are prepared first, so their split sizes are known.
+
+    Args:
+        name: A jaxvision builder or tfds catalog name.
+        data_dir: The tfds data dir; None means tfds's default.
+    """
+    info = _builder(name, data_dir).info
+    label = info.features["label"]
+    shape = tuple(info.features["image"].shape)  # (H, W, C); None where it varies.
+    return DatasetInfo(
+        num_classes=label.num_classes,
+        class_names=tuple(label.names),
+        num_examples={s: info.splits[s].num_examples for s in info.splits},
+        image_shape=None if None in shape else shape,
+    )
+
+
+def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+    """Returns the tfds builder for `name`, preparing jaxvision's own builders."""
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise UserError(
+            f"Unknown dataset {name!r}; use one of jaxvision's built-in datasets "
+            f"{list(BUILTIN_DATASETS)} or a name from the tfds catalog "
+            f"({_CATALOG_URL})."
+        ) from e
+    if builder.name in BUILTIN_DATASETS and not builder.is_prepared():
+        logging.info("Preparing %s in %s (first use).", name, builder.data_dir_root)
+        builder.download_and_prepare(
+            file_format="array_record",
+            # The data ships with the code; never ask GCS for a prepared copy.
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+        )
+    return builder
+
+
+def _not_prepared_message(builder: tfds.core.DatasetBuilder, name: str) -> str:
+    data_dir = builder.data_dir_root
+    manual = ""
+    if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
+        manual = (
+            " after placing its manually downloaded files (named on its tfds "
+            f"catalog page) in {data_dir}/downloads/manual"
+        )
+    return (
+        f"Dataset {name!r} is not prepared in array_record format in {data_dir}; "
+        f'prepare it once with `pip install -e ".[prepare]" && tfds build {name} '
+        f"--data_dir {data_dir} --file_format array_record`{manual}."
+    )

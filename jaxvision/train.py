@@ -1,0 +1,320 @@
+"""Training and evaluation: the TrainState, the pure steps, and the loop.
+
+`train_step` and `eval_step` are module-level pure functions; the loop jits
+them once with explicit shardings over a mesh of all devices (the state is
+replicated and donated, batches are split over the `data` axis), so the same
+code runs on one CPU, eight GPUs or many hosts.
+
+Everything is a function of (config, seed): the per-step RNG is
+`fold_in(state.rng, state.step)`, the data order is seeded, and a checkpoint
+holds the whole state and the loader's position, so a resumed run continues
+exactly where it stopped.
+"""
+
+import functools
+import json
+import os
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+from absl import logging
+from jax.sharding import Mesh
+
+from jaxvision import data, models, optim, parallel, writers
+from jaxvision.checkpoint import Checkpointer
+from jaxvision.errors import UserError
+from jaxvision.tasks import classification
+
+TASKS = {"classification": classification}
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training, as one pytree."""
+
+    step: jax.Array  # int32 scalar: optimizer steps taken so far
+    params: Any
+    batch_stats: Any  # BatchNorm running statistics ({} for models without)
+    opt_state: optax.OptState
+    rng: jax.Array  # base key; step t uses fold_in(rng, t)
+
+
+def create_train_state(
+    rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation,
+    input_shape: tuple[int, ...],
+) -> TrainState:
+    """Initializes the model variables and the optimizer state."""
+    init_rng, state_rng = jax.random.split(rng)
+    variables = model.init(init_rng, jnp.zeros(input_shape, jnp.float32), train=False)
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        rng=state_rng,
+    )
+
+
+def train_step(
+    state: TrainState, batch: dict[str, jax.Array], *,
+    tx: optax.GradientTransformation, loss_fn: Callable,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step. `loss_fn(params, batch_stats, batch, rng)` is the task's."""
+    rng = jax.random.fold_in(state.rng, state.step)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (_, (batch_stats, metrics)), grads = grad_fn(
+        state.params, state.batch_stats, batch, rng
+    )
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics, grad_norm=optax.tree_utils.tree_norm(grads))
+    new_state = state.replace(
+        step=state.step + 1, params=params, batch_stats=batch_stats,
+        opt_state=opt_state,
+    )
+    return new_state, metrics
+
+
+def eval_step(
+    state: TrainState, batch: dict[str, jax.Array], *, sums_fn: Callable
+) -> dict[str, jax.Array]:
+    """The task's metric sums for one eval batch. `sums_fn(variables, batch)`."""
+    return sums_fn({"params": state.params, "batch_stats": state.batch_stats}, batch)
+
+
+class Experiment:
+    """The pieces a config describes, built once: model, optimizer, data, jitted steps.
+
+    Shared by training and evaluation so both see exactly the same model and
+    state layout.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh | None = None):
+        if config.task not in TASKS:
+            raise UserError(
+                f"Unknown config.task {config.task!r}; known tasks: {sorted(TASKS)}."
+            )
+        self.config = config
+        self.task = TASKS[config.task]
+        self.mesh = parallel.make_mesh() if mesh is None else mesh
+        self.info = data.dataset_info(config.data.name, config.data.data_dir)
+        model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
+        self.model = models.get_model(
+            config.model.name, num_classes=self.info.num_classes,
+            dtype=jnp.dtype(config.dtype), **model_kwargs,
+        )
+        num_train = len(data.load_source(
+            config.data.name, config.data.train_split, config.data.data_dir))
+        self.steps_per_epoch = max(num_train // config.batch_size, 1)
+        self.num_train_steps = config.num_train_steps or int(
+            config.num_epochs * self.steps_per_epoch
+        )
+        self.tx, self.schedule = optim.make_optimizer(
+            config.optimizer, self.steps_per_epoch, self.num_train_steps
+        )
+        channels = self.info.image_shape[-1] if self.info.image_shape else 3
+        crop = config.augment.crop_size
+        self.input_shape = (1, crop, crop, channels)
+
+        replicated = parallel.replicated(self.mesh)
+        batch_sharding = parallel.batch_sharding(self.mesh)
+        self.batch_sharding = batch_sharding
+        self._init = jax.jit(
+            functools.partial(create_train_state, model=self.model, tx=self.tx,
+                              input_shape=self.input_shape),
+            out_shardings=replicated,
+        )
+        loss_fn = functools.partial(self.task.loss_fn, model=self.model, config=config)
+        self.train_step = jax.jit(
+            functools.partial(train_step, tx=self.tx, loss_fn=loss_fn),
+            in_shardings=(replicated, batch_sharding),
+            out_shardings=(replicated, replicated),
+            donate_argnums=0,
+        )
+        sums_fn = functools.partial(self.task.eval_sums, model=self.model, config=config)
+        self.eval_step = jax.jit(
+            functools.partial(eval_step, sums_fn=sums_fn),
+            in_shardings=(replicated, batch_sharding),
+            out_shardings=replicated,
+        )
+
+    @property
+    def meta(self) -> dict:
+        """The checkpoint header: what must match for a checkpoint to be restored.
+
+        Round-tripped through JSON so it compares equal to what a checkpoint holds.
+        """
+        return json.loads(json.dumps({
+            "model": self.config.model.to_dict(),
+            "dataset": self.config.data.name,
+            "num_classes": self.info.num_classes,
+        }))
+
+    def init_state(self) -> TrainState:
+        return self._init(jax.random.PRNGKey(self.config.seed))
+
+    def abstract_state(self) -> TrainState:
+        """Shapes, dtypes and (replicated) shardings of the state, without computing it."""
+        shapes = jax.eval_shape(self._init, jax.random.PRNGKey(0))
+        replicated = parallel.replicated(self.mesh)
+        return jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), shapes
+        )
+
+    def train_iterator(self):
+        cfg = self.config.data
+        return data.make_train_iterator(
+            cfg.name, cfg.train_split, cfg.data_dir,
+            global_batch_size=self.config.batch_size, seed=self.config.seed,
+            sharding=self.batch_sharding, resize_size=cfg.resize_size,
+            worker_count=cfg.worker_count,
+        )
+
+    def evaluate(self, state: TrainState) -> dict[str, float]:
+        """One complete pass over the eval split; returns the task's summary."""
+        cfg = self.config.data
+        iterator = data.make_eval_iterator(
+            cfg.name, cfg.eval_split, cfg.data_dir,
+            global_batch_size=self.config.eval_batch_size,
+            sharding=self.batch_sharding, resize_size=cfg.resize_size,
+        )
+        totals = None
+        for batch in iterator:
+            sums = self.eval_step(state, batch)
+            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        if totals is None:
+            raise UserError(
+                f"The eval split {cfg.eval_split!r} of {cfg.name!r} is empty; set "
+                "config.data.eval_split to a split with examples."
+            )
+        return self.task.summarize(jax.device_get(totals))
+
+
+def _prepare_workdir(workdir: str):
+    """Creates the workdir, or raises UserError if it cannot be written."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, ".write_test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(
+            f"Cannot write to workdir {workdir!r} ({e.strerror or e}); choose a "
+            "writable --workdir."
+        ) from e
+
+
+def _check_finite(step: int, losses: list[float], checkpoint_dir: str,
+                  last_saved: int | None):
+    if not np.all(np.isfinite(losses)):
+        kept = (f"the last good checkpoint (step {last_saved}) in {checkpoint_dir} "
+                "is kept" if last_saved is not None else "no checkpoint was saved")
+        raise UserError(
+            f"The training loss became NaN or infinite by step {step}; lower "
+            "config.optimizer.learning_rate or set config.optimizer.grad_clip_norm "
+            f"({kept})."
+        )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Trains `config` in `workdir`, resuming from its latest checkpoint if any.
+
+    Evaluates every `config.eval_every_steps` and at the end, saves a
+    checkpoint every `config.checkpoint_every_steps` and at the end, and
+    stops with a UserError at the first non-finite loss without saving it.
+    """
+    _prepare_workdir(workdir)
+    exp = Experiment(config)
+    ckpt = Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        save_every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints,
+    )
+    try:
+        return _train_loop(exp, ckpt, workdir)
+    finally:
+        ckpt.close()  # Lets an in-flight save finish, even on error.
+
+
+def _train_loop(exp: Experiment, ckpt: Checkpointer, workdir: str) -> TrainState:
+    config = exp.config
+    train_iter = exp.train_iterator()
+    last_saved = ckpt.latest_step()
+    if last_saved is not None:
+        ckpt.check_meta(last_saved, exp.meta)  # Before anything is written.
+        state = ckpt.restore(last_saved, exp.abstract_state(), train_iter)
+        logging.info("Resumed from checkpoint step %d in %s", last_saved, ckpt.directory)
+    else:
+        state = exp.init_state()
+    start_step = int(state.step)
+    num_steps = exp.num_train_steps
+    writers.write_run_files(workdir, config)
+    writer = writers.MetricWriter(workdir)
+
+    bar = tqdm.tqdm(
+        total=num_steps, initial=start_step, desc="train", unit="step",
+        disable=jax.process_index() != 0, dynamic_ncols=True,
+    )
+    pending = []  # Per-step metrics (on device) since the last host sync.
+    for step in range(start_step + 1, num_steps + 1):
+        state, metrics = exp.train_step(state, next(train_iter))
+        pending.append(metrics)
+        bar.update(1)
+        is_last = step == num_steps
+        log_now = step % config.log_every_steps == 0 or is_last
+        save_now = step % config.checkpoint_every_steps == 0 or is_last
+        if log_now or save_now:
+            # The one host sync point: fetch the metrics, refuse to go on (or
+            # save) past a non-finite loss.
+            host = jax.device_get(pending)
+            pending = []
+            _check_finite(step, [m["loss"] for m in host], ckpt.directory, last_saved)
+            if log_now:
+                means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+                means["learning_rate"] = float(exp.schedule(step - 1))
+                writer.write(step, "train", means)
+                bar.set_postfix(loss=f"{means['loss']:.4f}")
+            if save_now and ckpt.save(step, state, train_iter, exp.meta, force=is_last):
+                last_saved = step
+        if step % config.eval_every_steps == 0 or is_last:
+            writer.write(step, config.data.eval_split, exp.evaluate(state))
+    bar.close()
+    if start_step >= num_steps:
+        logging.info("Training already finished (step %d); evaluating.", start_step)
+        writer.write(start_step, config.data.eval_split, exp.evaluate(state))
+    writer.close()
+    return state
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Restores the latest checkpoint of `workdir` and evaluates it."""
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        raise UserError(
+            f"No checkpoints in {directory}; train first with scripts/train.py "
+            f"--workdir {workdir}, or point --workdir at a trained run."
+        )
+    exp = Experiment(config)
+    ckpt = Checkpointer(directory)
+    try:
+        step = ckpt.latest_step()
+        if step is None:
+            raise UserError(
+                f"No complete checkpoint in {directory}; train first with "
+                f"scripts/train.py --workdir {workdir}."
+            )
+        ckpt.check_meta(step, exp.meta)
+        state = ckpt.restore(step, exp.abstract_state())
+    finally:
+        ckpt.close()
+    metrics = exp.evaluate(state)
+    logging.info("step %d %s: %s", step, config.data.eval_split, metrics)
+    return {"step": step, **metrics}

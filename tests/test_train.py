@@ -1,0 +1,208 @@
+"""The train step, the loop, checkpoints and exact resume (8 virtual CPU devices)."""
+
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import digits_cnn
+from jaxvision import parallel, train
+from jaxvision.checkpoint import Checkpointer
+from jaxvision.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+def smoke_config(data_dir, **overrides):
+    config = digits_cnn.get_config("smoke")
+    config.data.data_dir = data_dir
+    config.update_from_flattened_dict(overrides)
+    return config
+
+
+def _random_batch(batch_size, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "image": rng.integers(0, 256, (batch_size, 8, 8, 1), dtype=np.uint8),
+        "label": rng.integers(0, 10, (batch_size,)).astype(np.int32),
+    }
+
+
+def _assert_trees_equal(a, b, rtol=0.0, atol=0.0):
+    jax.tree.map(
+        lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol),
+        a, b,
+    )
+
+
+@pytest.mark.parametrize("model", ["cnn", "resnet18"])
+def test_train_step_same_on_1_and_8_devices(data_dir, model):
+    overrides = {"batch_size": 16}
+    if model == "resnet18":
+        # BatchNorm: under sharding its statistics are those of the global batch.
+        overrides.update({"model": {"name": "resnet18", "width": 8, "small_inputs": True}})
+    config = smoke_config(data_dir)
+    # SGD: its update is linear in the gradient, so float-level differences in
+    # the all-reduce stay float-level (Adam's first step is ~lr * sign(g) and
+    # turns a 1e-9 difference of a near-zero gradient into a 2 * lr one).
+    config.optimizer = ml_collections.ConfigDict(dict(
+        name="sgd", learning_rate=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4,
+        grad_clip_norm=0.0, schedule="constant", warmup_epochs=0,
+    ))
+    if "model" in overrides:
+        config.model = overrides.pop("model")
+    config.update(overrides)
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        exp = train.Experiment(config, mesh=parallel.make_mesh(devices))
+        state = exp.init_state()
+        losses = []
+        for step in range(2):
+            batch = jax.device_put(_random_batch(16, step), exp.batch_sharding)
+            state, metrics = exp.train_step(state, batch)
+            losses.append(float(metrics["loss"]))
+        assert exp.train_step._cache_size() == 1  # No recompilation after step 1.
+        results.append((losses, jax.device_get(state)))
+    (losses1, state1), (losses8, state8) = results
+    np.testing.assert_allclose(losses1, losses8, rtol=1e-5)
+    _assert_trees_equal(state1.params, state8.params, rtol=1e-4, atol=1e-5)
+    _assert_trees_equal(state1.batch_stats, state8.batch_stats, rtol=1e-4, atol=1e-5)
+
+
+def test_save_restore_gives_identical_state(data_dir, tmp_path):
+    exp = train.Experiment(smoke_config(data_dir))
+    state = exp.init_state()
+    state, _ = exp.train_step(state, jax.device_put(_random_batch(32), exp.batch_sharding))
+    iterator = exp.train_iterator()
+    next(iterator)
+    ckpt = Checkpointer(str(tmp_path / "ckpt"))
+    ckpt.save(1, state, iterator, exp.meta)
+    ckpt.close()
+    expected_next = jax.device_get(next(iterator))
+
+    ckpt = Checkpointer(str(tmp_path / "ckpt"))
+    fresh_iterator = exp.train_iterator()
+    restored = ckpt.restore(ckpt.latest_step(), exp.abstract_state(), fresh_iterator)
+    ckpt.close()
+    _assert_trees_equal(jax.device_get(state), jax.device_get(restored))
+    assert jax.tree.structure(state) == jax.tree.structure(restored)
+    # The data iterator continues with the batch after the saved one.
+    _assert_trees_equal(expected_next, jax.device_get(next(fresh_iterator)))
+
+
+def _read_metrics(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(data_dir, tmp_path_factory):
+    """One uninterrupted run of the digits smoke config."""
+    workdir = str(tmp_path_factory.mktemp("smoke"))
+    state = train.train_and_evaluate(smoke_config(data_dir), workdir)
+    return workdir, jax.device_get(state)
+
+
+def test_smoke_run_learns_and_writes_its_outputs(smoke_run):
+    workdir, state = smoke_run
+    assert int(state.step) == 60
+    records = _read_metrics(workdir)
+    test = [r for r in records if r["split"] == "test"]
+    assert test[-1]["step"] == 60 and test[-1]["num_examples"] == 360
+    assert test[-1]["accuracy"] > 0.5  # Chance is 0.1.
+    train_records = [r for r in records if r["split"] == "train"]
+    assert [r["step"] for r in train_records] == [20, 40, 60]
+    assert {"loss", "accuracy", "learning_rate", "grad_norm"} <= set(train_records[0])
+    assert json.load(open(os.path.join(workdir, "config.json")))["model"]["name"] == "cnn"
+    run = json.load(open(os.path.join(workdir, "run.json")))
+    assert run["device_count"] == 8 and run["packages"]["jax"] == jax.__version__
+    assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["20", "40", "60"]
+
+
+def test_same_seed_gives_identical_metrics(smoke_run, data_dir, tmp_path):
+    workdir, _ = smoke_run
+    train.train_and_evaluate(smoke_config(data_dir), str(tmp_path))
+    assert _read_metrics(str(tmp_path)) == _read_metrics(workdir)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_identical_parameters(smoke_run, data_dir, tmp_path, monkeypatch):
+    _, uninterrupted = smoke_run
+    save = Checkpointer.save
+
+    def save_then_die(self, step, *args, **kwargs):
+        saved = save(self, step, *args, **kwargs)
+        if step == 40:
+            raise _Interrupt()
+        return saved
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_die)
+    with pytest.raises(_Interrupt):
+        train.train_and_evaluate(smoke_config(data_dir), str(tmp_path))
+    monkeypatch.undo()
+    resumed = jax.device_get(train.train_and_evaluate(smoke_config(data_dir), str(tmp_path)))
+    _assert_trees_equal(resumed, uninterrupted)  # Bit for bit.
+
+
+def test_finished_run_restarted_only_evaluates(smoke_run, data_dir):
+    workdir, state = smoke_run
+    before = len(_read_metrics(workdir))
+    again = train.train_and_evaluate(smoke_config(data_dir), workdir)
+    _assert_trees_equal(jax.device_get(again), state)
+    after = _read_metrics(workdir)
+    assert len(after) == before + 1 and after[-1]["split"] == "test"
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["20", "40", "60"]
+
+
+def test_evaluate_restores_latest_checkpoint(smoke_run, data_dir):
+    workdir, _ = smoke_run
+    metrics = train.evaluate(smoke_config(data_dir), workdir)
+    last_test = [r for r in _read_metrics(workdir) if r["split"] == "test"][0]
+    assert metrics["step"] == 60
+    assert metrics["accuracy"] == pytest.approx(last_test["accuracy"])
+
+
+def test_checkpoint_of_another_model_is_refused_and_kept(smoke_run, data_dir):
+    workdir, _ = smoke_run
+    config = smoke_config(data_dir)
+    config.model.hidden = 64
+    before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+    config_json = open(os.path.join(workdir, "config.json")).read()
+    with pytest.raises(UserError, match="new --workdir"):
+        train.train_and_evaluate(config, workdir)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+    assert open(os.path.join(workdir, "config.json")).read() == config_json
+
+
+def test_nan_loss_stops_without_saving(data_dir, tmp_path):
+    config = smoke_config(data_dir, **{"optimizer.learning_rate": 1e30})
+    with pytest.raises(UserError, match="NaN"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert not os.listdir(tmp_path / "checkpoints")
+
+
+def test_batch_size_not_dividing_devices_is_refused(data_dir, tmp_path):
+    with pytest.raises(UserError, match="multiple of 8"):
+        train.train_and_evaluate(smoke_config(data_dir, batch_size=12), str(tmp_path))
+
+
+def test_unwritable_workdir_is_refused(data_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # A file where a directory should be: fails even as root.
+    with pytest.raises(UserError, match="Cannot write to workdir"):
+        train.train_and_evaluate(smoke_config(data_dir), str(blocker / "run"))
+
+
+def test_evaluate_without_checkpoint_is_refused(data_dir, tmp_path):
+    with pytest.raises(UserError, match="train first"):
+        train.evaluate(smoke_config(data_dir), str(tmp_path))
