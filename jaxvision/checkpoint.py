@@ -10,6 +10,7 @@ Orbax writes each step into a temporary folder and renames it when complete, so 
 run killed mid-save leaves the earlier checkpoints intact.
 """
 
+import os
 from typing import Any
 
 import grain.checkpoint
@@ -22,9 +23,9 @@ class Checkpointer:
     """Saves every `save_every_steps` steps, keeps the last `keep`, restores any step."""
 
     def __init__(self, directory: str, *, save_every_steps: int = 1, keep: int = 3):
-        self.directory = directory
+        self.directory = os.path.abspath(directory)  # Orbax needs absolute paths.
         self._manager = ocp.CheckpointManager(
-            directory,
+            self.directory,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep,
                 save_interval_steps=save_every_steps,

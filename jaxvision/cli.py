@@ -41,8 +41,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except AttributeError as e:  # ml_collections: override of an unknown key.
-        key = e.args[0].args[0] if e.args and isinstance(e.args[0], KeyError) else e
-        _fail(f"Config key {key} does not exist; check the spelling of your "
+        # The KeyError inside reads "'key'" or "'key'\nDid you mean "other"?".
+        cause = e.args[0] if e.args and isinstance(e.args[0], KeyError) else e
+        key, *hint = str(cause.args[0] if cause.args else cause).splitlines()
+        hint = f" ({hint[0][0].lower()}{hint[0][1:]})" if hint else ""
+        _fail(f"Config key {key} does not exist{hint}; check the spelling of your "
               f"--config.* overrides against {path}.")
     except flags.Error as e:
         _fail(f"{e}; see --helpfull for the flags.")
