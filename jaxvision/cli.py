@@ -8,7 +8,7 @@ on stderr, no traceback and exit status 1.
 import logging as py_logging
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from absl import app, flags, logging
 

@@ -5,11 +5,12 @@ split over it; the train state is replicated. XLA inserts the gradient
 all-reduce, so the train step itself has no parallel code in it.
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -15,7 +15,7 @@ import os
 import platform
 import subprocess
 import sys
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import ml_collections
@@ -35,9 +35,11 @@ class MetricWriter:
         self._enabled = jax.process_index() == 0
         if not self._enabled:
             return
-        from tensorboardX import SummaryWriter  # Imported lazily: only process 0 writes.
+        from tensorboardX import (
+            SummaryWriter,  # Imported lazily: only process 0 writes.
+        )
 
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115 - open for the run.
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, split: str, metrics: Mapping[str, float]):
@@ -91,7 +93,7 @@ def write_run_files(workdir: str, config: ml_collections.ConfigDict):
         f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
     devices = jax.devices()
     run = {
-        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "time": datetime.datetime.now(datetime.UTC).isoformat(),
         "command": [sys.executable, *sys.argv],
         "git_commit": _git_commit(),
         "python": platform.python_version(),

@@ -56,6 +56,6 @@ def test_catalog_smoke_config_trains_on_mock_data(name, tmp_path):
     with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
         state = train.train_and_evaluate(config, str(tmp_path))
     assert int(state.step) == config.num_train_steps
-    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if r["split"] == config.data.eval_split]
     assert evals and evals[-1]["num_examples"] == 16

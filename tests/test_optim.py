@@ -11,11 +11,11 @@ from jaxvision.errors import UserError
 
 
 def _opt(**overrides):
-    opt = ml_collections.ConfigDict(dict(
-        name="sgd", learning_rate=1.0, momentum=0.0, nesterov=False,
-        weight_decay=0.0, grad_clip_norm=0.0, schedule="constant",
-        warmup_epochs=0, decay_epochs=(), decay_factor=0.1, b1=0.9, b2=0.999,
-    ))
+    opt = ml_collections.ConfigDict({
+        "name": "sgd", "learning_rate": 1.0, "momentum": 0.0, "nesterov": False,
+        "weight_decay": 0.0, "grad_clip_norm": 0.0, "schedule": "constant",
+        "warmup_epochs": 0, "decay_epochs": (), "decay_factor": 0.1, "b1": 0.9, "b2": 0.999,
+    })
     opt.update(overrides)
     return opt
 

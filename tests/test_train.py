@@ -51,10 +51,11 @@ def test_train_step_same_on_1_and_8_devices(data_dir, model):
     # SGD: its update is linear in the gradient, so float-level differences in
     # the all-reduce stay float-level (Adam's first step is ~lr * sign(g) and
     # turns a 1e-9 difference of a near-zero gradient into a 2 * lr one).
-    config.optimizer = ml_collections.ConfigDict(dict(
-        name="sgd", learning_rate=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4,
-        grad_clip_norm=0.0, schedule="constant", warmup_epochs=0,
-    ))
+    config.optimizer = ml_collections.ConfigDict({
+        "name": "sgd", "learning_rate": 0.1, "momentum": 0.9, "nesterov": False,
+        "weight_decay": 1e-4, "grad_clip_norm": 0.0, "schedule": "constant",
+        "warmup_epochs": 0,
+    })
     if "model" in overrides:
         config.model = overrides.pop("model")
     config.update(overrides)
@@ -96,6 +97,16 @@ def test_save_restore_gives_identical_state(data_dir, tmp_path):
     _assert_trees_equal(expected_next, jax.device_get(next(fresh_iterator)))
 
 
+def _read_json(workdir, name):
+    with open(os.path.join(workdir, name)) as f:
+        return json.load(f)
+
+
+def _read_text(path):
+    with open(path) as f:
+        return f.read()
+
+
 def _read_metrics(workdir):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f]
@@ -119,8 +130,8 @@ def test_smoke_run_learns_and_writes_its_outputs(smoke_run):
     train_records = [r for r in records if r["split"] == "train"]
     assert [r["step"] for r in train_records] == [20, 40, 60]
     assert {"loss", "accuracy", "learning_rate", "grad_norm"} <= set(train_records[0])
-    assert json.load(open(os.path.join(workdir, "config.json")))["model"]["name"] == "cnn"
-    run = json.load(open(os.path.join(workdir, "run.json")))
+    assert _read_json(workdir, "config.json")["model"]["name"] == "cnn"
+    run = _read_json(workdir, "run.json")
     assert run["device_count"] == 8 and run["packages"]["jax"] == jax.__version__
     assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["20", "40", "60"]
@@ -167,7 +178,7 @@ def test_finished_run_restarted_only_evaluates(smoke_run, data_dir):
 def test_evaluate_restores_latest_checkpoint(smoke_run, data_dir):
     workdir, _ = smoke_run
     metrics = train.evaluate(smoke_config(data_dir), workdir)
-    last_test = [r for r in _read_metrics(workdir) if r["split"] == "test"][0]
+    last_test = next(r for r in _read_metrics(workdir) if r["split"] == "test")
     assert metrics["step"] == 60
     assert metrics["accuracy"] == pytest.approx(last_test["accuracy"])
 
@@ -177,11 +188,11 @@ def test_checkpoint_of_another_model_is_refused_and_kept(smoke_run, data_dir):
     config = smoke_config(data_dir)
     config.model.hidden = 64
     before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
-    config_json = open(os.path.join(workdir, "config.json")).read()
+    config_json = _read_text(os.path.join(workdir, "config.json"))
     with pytest.raises(UserError, match="new --workdir"):
         train.train_and_evaluate(config, workdir)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
-    assert open(os.path.join(workdir, "config.json")).read() == config_json
+    assert _read_text(os.path.join(workdir, "config.json")) == config_json
 
 
 def test_nan_loss_stops_without_saving(data_dir, tmp_path):
