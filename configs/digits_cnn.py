@@ -23,6 +23,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.task = "classification"
     config.dtype = "float32"  # Compute dtype; parameters stay float32.
 
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = -1  # Data-parallel axis; -1: every device not used by fsdp.
+    config.mesh.fsdp = 1  # >1 shards parameters and optimizer state over this many devices.
+
     config.data = ml_collections.ConfigDict()
     config.data.name = "digits"
     config.data.data_dir = placeholder(str)  # None: the tfds default (~/tensorflow_datasets).

@@ -22,6 +22,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.task = "classification"
     config.dtype = "float32"
 
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = -1  # Data-parallel axis; -1: every device not used by fsdp.
+    config.mesh.fsdp = 1  # >1 shards parameters and optimizer state over this many devices.
+
     config.data = ml_collections.ConfigDict()
     config.data.name = "mnist"
     config.data.data_dir = placeholder(str)  # None: the tfds default (~/tensorflow_datasets).

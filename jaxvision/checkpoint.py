@@ -2,7 +2,9 @@
 
 Each checkpoint step holds three items:
 - `state`: the whole TrainState (params, batch stats, optimizer state, step, rng);
-- `data`: the train iterator's state, one JSON file per process (grain's handler);
+- `data`: the train iterator's position (JSON). It is the same on every process
+  (`jaxvision.data.loader`), so process 0 writes it once and a run can resume
+  with another number of processes or devices;
 - `meta`: a small JSON header (model and dataset) checked before restoring, so a
   workdir of one model is never silently restored into another.
 
@@ -10,10 +12,10 @@ Orbax writes each step into a temporary folder and renames it when complete, so 
 run killed mid-save leaves the earlier checkpoints intact.
 """
 
+import json
 import os
 from typing import Any
 
-import grain.checkpoint
 import orbax.checkpoint as ocp
 
 from jaxvision.errors import UserError
@@ -41,7 +43,7 @@ class Checkpointer:
         """Starts an asynchronous save; returns whether this step is saved."""
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data=grain.checkpoint.CheckpointSave(data_iterator),
+            data=ocp.args.JsonSave(json.loads(data_iterator.get_state())),
             meta=ocp.args.JsonSave(meta),
         )
         return self._manager.save(step, args=args, force=force)
@@ -65,8 +67,11 @@ class Checkpointer:
         """
         args = {"state": ocp.args.StandardRestore(abstract_state)}
         if data_iterator is not None:
-            args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-        return self._restore(step, **args).state
+            args["data"] = ocp.args.JsonRestore()
+        restored = self._restore(step, **args)
+        if data_iterator is not None:
+            data_iterator.set_state(json.dumps(restored.data).encode())
+        return restored.state
 
     def _restore(self, step: int, **args) -> Any:
         try:

@@ -1,4 +1,4 @@
-"""What every script in `scripts/` shares: flag parsing and clean failures.
+"""What every script in `scripts/` shares: flags, multi-process start-up, clean failures.
 
 Bad input (a missing config file, an override of a config key that does not
 exist, any `UserError` raised by the library) ends the script with one line
@@ -12,7 +12,19 @@ from collections.abc import Callable
 
 from absl import app, flags, logging
 
+from jaxvision import parallel
 from jaxvision.errors import UserError
+
+# Multi-process runs (one process per host). Under SLURM or Open MPI leave them
+# unset: jax.distributed detects the cluster.
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for multi-process runs."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process, 0..num_processes-1.")
+_TIMEOUT = flags.DEFINE_integer(
+    "distributed_timeout", 300, "Seconds to wait for the other processes at start-up."
+)
 
 
 def _fail(message: str):
@@ -68,6 +80,10 @@ def run(main: Callable[[list[str]], None]):
         if len(argv) > 1:
             _fail(f"Unexpected arguments {argv[1:]}; pass settings as --config.KEY=VALUE.")
         try:
+            parallel.initialize_distributed(
+                _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                _TIMEOUT.value,
+            )
             main(argv)
         except UserError as e:
             _fail(str(e))

@@ -26,7 +26,7 @@ import numpy as np
 import optax
 import tqdm
 from absl import logging
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 
 from jaxvision import data, models, optim, parallel, writers
 from jaxvision.checkpoint import Checkpointer
@@ -91,6 +91,25 @@ def eval_step(
     return sums_fn({"params": state.params, "batch_stats": state.batch_stats}, batch)
 
 
+def state_shardings(mesh: Mesh, state: TrainState) -> TrainState:
+    """Where each part of the (abstract) state lives on `mesh`.
+
+    Parameters, BatchNorm statistics and optimizer moments are split over the
+    `fsdp` axis (`parallel.fsdp_spec`; an optimizer moment is laid out like its
+    parameter); step and RNG are replicated.
+    """
+    fsdp = mesh.shape["fsdp"]
+
+    def shard(tree):
+        return jax.tree.map(lambda x: NamedSharding(mesh, parallel.fsdp_spec(x.shape, fsdp)), tree)
+
+    replicated = parallel.replicated(mesh)
+    return TrainState(
+        step=replicated, params=shard(state.params), batch_stats=shard(state.batch_stats),
+        opt_state=shard(state.opt_state), rng=replicated,
+    )
+
+
 class Experiment:
     """The pieces a config describes, built once: model, optimizer, data, jitted steps.
 
@@ -105,7 +124,10 @@ class Experiment:
             )
         self.config = config
         self.task = TASKS[config.task]
-        self.mesh = parallel.make_mesh() if mesh is None else mesh
+        if mesh is None:
+            mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp)
+        self.mesh = mesh
+        data.prepare(config.data.name, config.data.data_dir)
         self.info = data.dataset_info(config.data.name, config.data.data_dir)
         model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
         self.model = models.get_model(
@@ -126,24 +148,24 @@ class Experiment:
         self.input_shape = (1, crop, crop, channels)
 
         replicated = parallel.replicated(self.mesh)
-        batch_sharding = parallel.batch_sharding(self.mesh)
-        self.batch_sharding = batch_sharding
-        self._init = jax.jit(
-            functools.partial(create_train_state, model=self.model, tx=self.tx,
-                              input_shape=self.input_shape),
-            out_shardings=replicated,
+        self.batch_sharding = parallel.batch_sharding(self.mesh)
+        init_fn = functools.partial(
+            create_train_state, model=self.model, tx=self.tx, input_shape=self.input_shape
         )
+        self._state_shapes = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
+        self.state_sharding = state_shardings(self.mesh, self._state_shapes)
+        self._init = jax.jit(init_fn, out_shardings=self.state_sharding)
         loss_fn = functools.partial(self.task.loss_fn, model=self.model, config=config)
         self.train_step = jax.jit(
             functools.partial(train_step, tx=self.tx, loss_fn=loss_fn),
-            in_shardings=(replicated, batch_sharding),
-            out_shardings=(replicated, replicated),
+            in_shardings=(self.state_sharding, self.batch_sharding),
+            out_shardings=(self.state_sharding, replicated),
             donate_argnums=0,
         )
         sums_fn = functools.partial(self.task.eval_sums, model=self.model, config=config)
         self.eval_step = jax.jit(
             functools.partial(eval_step, sums_fn=sums_fn),
-            in_shardings=(replicated, batch_sharding),
+            in_shardings=(self.state_sharding, self.batch_sharding),
             out_shardings=replicated,
         )
 
@@ -163,11 +185,14 @@ class Experiment:
         return self._init(jax.random.PRNGKey(self.config.seed))
 
     def abstract_state(self) -> TrainState:
-        """Shapes, dtypes and (replicated) shardings of the state, without computing it."""
-        shapes = jax.eval_shape(self._init, jax.random.PRNGKey(0))
-        replicated = parallel.replicated(self.mesh)
+        """Shapes, dtypes and shardings of the state on this mesh, without computing it.
+
+        Restoring into it lays a checkpoint out on this mesh, whatever mesh
+        (or number of processes, or platform) wrote it.
+        """
         return jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), shapes
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+            self._state_shapes, self.state_sharding,
         )
 
     def train_iterator(self):
@@ -203,7 +228,7 @@ def _prepare_workdir(workdir: str):
     """Creates the workdir, or raises UserError if it cannot be written."""
     try:
         os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, ".write_test")
+        probe = os.path.join(workdir, f".write_test_{os.getpid()}")  # One per process.
         with open(probe, "w"):
             pass
         os.remove(probe)

@@ -41,13 +41,21 @@ def _assert_trees_equal(a, b, rtol=0.0, atol=0.0):
     )
 
 
+LAYOUTS = {  # name: (number of devices, fsdp)
+    "1 device": (1, 1),
+    "8 devices, data parallel": (8, 1),
+    "8 devices, fsdp=4": (8, 4),  # A 2 x 4 (data x fsdp) mesh.
+}
+
+
 @pytest.mark.parametrize("model", ["cnn", "resnet18"])
-def test_train_step_same_on_1_and_8_devices(data_dir, model):
-    overrides = {"batch_size": 16}
+def test_training_same_on_1_device_8_devices_and_fsdp(data_dir, model):
+    config = smoke_config(data_dir, batch_size=16)
     if model == "resnet18":
         # BatchNorm: under sharding its statistics are those of the global batch.
-        overrides.update({"model": {"name": "resnet18", "width": 8, "small_inputs": True}})
-    config = smoke_config(data_dir)
+        config.model = ml_collections.ConfigDict(
+            {"name": "resnet18", "width": 8, "small_inputs": True}
+        )
     # SGD: its update is linear in the gradient, so float-level differences in
     # the all-reduce stay float-level (Adam's first step is ~lr * sign(g) and
     # turns a 1e-9 difference of a near-zero gradient into a 2 * lr one).
@@ -56,12 +64,12 @@ def test_train_step_same_on_1_and_8_devices(data_dir, model):
         "weight_decay": 1e-4, "grad_clip_norm": 0.0, "schedule": "constant",
         "warmup_epochs": 0,
     })
-    if "model" in overrides:
-        config.model = overrides.pop("model")
-    config.update(overrides)
-    results = []
-    for devices in (jax.devices()[:1], jax.devices()):
-        exp = train.Experiment(config, mesh=parallel.make_mesh(devices))
+    # ResNet compiles slowly on CPU: its mixed data x fsdp layout covers both axes.
+    layouts = LAYOUTS if model == "cnn" else {k: LAYOUTS[k] for k in ("1 device", "8 devices, fsdp=4")}
+    results = {}
+    for name, (num_devices, fsdp) in layouts.items():
+        mesh = parallel.make_mesh(fsdp=fsdp, devices=jax.devices()[:num_devices])
+        exp = train.Experiment(config, mesh=mesh)
         state = exp.init_state()
         losses = []
         for step in range(2):
@@ -69,11 +77,16 @@ def test_train_step_same_on_1_and_8_devices(data_dir, model):
             state, metrics = exp.train_step(state, batch)
             losses.append(float(metrics["loss"]))
         assert exp.train_step._cache_size() == 1  # No recompilation after step 1.
-        results.append((losses, jax.device_get(state)))
-    (losses1, state1), (losses8, state8) = results
-    np.testing.assert_allclose(losses1, losses8, rtol=1e-5)
-    _assert_trees_equal(state1.params, state8.params, rtol=1e-4, atol=1e-5)
-    _assert_trees_equal(state1.batch_stats, state8.batch_stats, rtol=1e-4, atol=1e-5)
+        results[name] = (losses, jax.device_get(state))
+    if model == "cnn":  # FSDP really splits the parameters.
+        kernel = state.params["hidden"]["kernel"]
+        assert np.prod(kernel.sharding.shard_shape(kernel.shape)) == kernel.size // 4
+    losses1, state1 = results["1 device"]
+    for name, (losses, state) in results.items():
+        np.testing.assert_allclose(losses, losses1, rtol=1e-5, err_msg=name)
+        _assert_trees_equal(state.params, state1.params, rtol=1e-4, atol=2e-5)
+        _assert_trees_equal(state.batch_stats, state1.batch_stats, rtol=1e-4, atol=2e-5)
+        _assert_trees_equal(state.opt_state, state1.opt_state, rtol=1e-4, atol=2e-5)
 
 
 def test_save_restore_gives_identical_state(data_dir, tmp_path):

@@ -10,6 +10,7 @@ from jaxvision.data.datasets import (
     DatasetInfo,
     dataset_info,
     load_source,
+    prepare,
 )
 from jaxvision.data.loader import TrainIterator, make_eval_iterator, make_train_iterator
 
@@ -21,6 +22,7 @@ __all__ = [
     "load_source",
     "make_eval_iterator",
     "make_train_iterator",
+    "prepare",
     "preprocess_for_eval",
     "preprocess_for_train",
 ]

@@ -10,8 +10,10 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import tensorflow_datasets as tfds
 from absl import logging
+from jax.experimental import multihost_utils
 
 from jaxvision.errors import UserError
 
@@ -82,6 +84,24 @@ def dataset_info(name: str, data_dir: str | None = None) -> DatasetInfo:
         num_examples={s: info.splits[s].num_examples for s in info.splits},
         image_shape=None if None in shape else shape,
     )
+
+
+def prepare(name: str, data_dir: str | None = None):
+    """Prepares a jaxvision dataset once per machine, process 0 first.
+
+    In a multi-process run every process calls this: process 0 builds the
+    dataset, the others wait for it and then find it built (shared data dir)
+    or build their own copy (a data dir local to their host), so two processes
+    never write the same files at once. Catalog datasets are left alone.
+    """
+    if jax.process_count() == 1:
+        _builder(name, data_dir)
+        return
+    if jax.process_index() == 0:
+        _builder(name, data_dir)
+    multihost_utils.sync_global_devices(f"jaxvision: {name} prepared by process 0")
+    if jax.process_index() != 0:
+        _builder(name, data_dir)
 
 
 def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:

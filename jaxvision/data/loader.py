@@ -4,11 +4,13 @@ The host only does what makes shapes static: decode a record to a uint8 image
 and an int32 label, resizing variable-size images with PIL. All augmentation
 happens on device (`jaxvision.data.augment`).
 
-Each process reads only its own shard of the data; its local batches are
-assembled into one global batch whose first dimension is sharded over the
-mesh (`jax.make_array_from_process_local_data`).
+Each process reads only its own part of every batch; the parts are assembled
+into one global batch whose first dimension is sharded over the mesh
+(`jax.make_array_from_process_local_data`). Training batches are cut from one
+global example order, so they are the same whatever the number of processes.
 """
 
+import json
 import math
 import os
 import queue
@@ -27,23 +29,50 @@ from jaxvision.errors import UserError
 _PREFETCH_BATCHES = 2  # Global batches prepared ahead of the training step.
 # Threads reading (and tfds-decoding) records; grain's default of 16 thrashes
 # small machines, where it is several times slower than one per core.
-_READ_OPTIONS = grain.ReadOptions(num_threads=min(16, os.cpu_count() or 1))
+_NUM_THREADS = min(16, os.cpu_count() or 1)
+_READ_OPTIONS = grain.ReadOptions(num_threads=_NUM_THREADS)
+# Train elements are whole local batches: one in flight per thread.
+_TRAIN_READ_OPTIONS = grain.ReadOptions(
+    num_threads=_NUM_THREADS, prefetch_buffer_size=_NUM_THREADS
+)
+# What a saved train state must share with the iterator it is restored into.
+_ORDER_KEYS = ("seed", "global_batch_size", "num_examples")
 
 
 class TrainIterator:
     """An endless iterator of global batches whose position can be checkpointed.
 
-    A background thread assembles the next batches and copies them to the
-    devices. `get_state` describes the position after the last batch *returned*
-    (not the last one prefetched), so restoring it resumes with the next batch.
-    It implements what `grain.checkpoint.CheckpointHandler` calls:
-    `get_state`, `set_state` and `start_prefetch`.
+    grain threads (and `worker_count` processes) read and decode the next local
+    batches; a background thread copies them to the devices. The state is JSON
+    bytes, `{"next_batch": k, "seed": ..., "global_batch_size": ...,
+    "num_examples": ...}`, where k counts the batches *returned* (not
+    prefetched), so restoring it resumes with global batch k. It is the same on
+    every process, so `jaxvision.checkpoint` saves it once and a run can
+    resume with another number of processes.
     """
 
-    def __init__(self, host_iterator: Any, sharding: jax.sharding.Sharding):
-        self._host_iterator = host_iterator  # grain DataLoaderIterator.
+    def __init__(
+        self,
+        local_batches: grain.MapDataset,
+        sharding: jax.sharding.Sharding,
+        *,
+        order: dict[str, int],
+        worker_count: int = 0,
+    ):
+        """Wraps `local_batches` (see `host_train_batches`).
+
+        Args:
+            local_batches: Element k is this process's numpy part of global batch k.
+            sharding: Sharding of the global batch.
+            order: The `_ORDER_KEYS` values that define the example order.
+            worker_count: grain worker processes for decoding (0: in this process).
+        """
+        self._local_batches = local_batches
         self._sharding = sharding
-        self._state: bytes = host_iterator.get_state()
+        self._order = {key: int(order[key]) for key in _ORDER_KEYS}
+        self._worker_count = worker_count
+        self._next_batch = 0  # Index of the next global batch `next` returns.
+        self._host_iterator: Any = None  # grain DatasetIterator, from `_next_batch`.
         self._buffer: queue.Queue = queue.Queue(maxsize=_PREFETCH_BATCHES)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -53,26 +82,52 @@ class TrainIterator:
 
     def __next__(self) -> dict[str, jax.Array]:
         self.start_prefetch()
-        batch, state, error = self._buffer.get()
+        batch, error = self._buffer.get()
         if error is not None:
-            self._stop_prefetch()
+            self.close()
             raise error
-        self._state = state
+        self._next_batch += 1
         return batch
 
     def get_state(self) -> bytes:
         """Returns the position after the last batch returned by `next`."""
-        return self._state
+        return json.dumps({"next_batch": self._next_batch, **self._order}).encode()
 
     def set_state(self, state: bytes) -> None:
-        """Moves to a position from `get_state`; prefetched batches are dropped."""
-        self._stop_prefetch()
-        self._host_iterator.set_state(state)
-        self._state = state
+        """Moves to a position from `get_state`; prefetched batches are dropped.
+
+        Raises:
+            UserError: `state` was saved with another seed, batch size or dataset.
+        """
+        saved = json.loads(state)
+        if not isinstance(saved, dict) or "next_batch" not in saved:
+            raise UserError(
+                f"The data iterator state {bytes(state)[:100]!r} was not written by "
+                "this version of jaxvision's train loader; use a new --workdir."
+            )
+        for key, value in self._order.items():
+            if saved.get(key) != value:
+                raise UserError(
+                    f"The data iterator state was saved with {key}={saved.get(key)} "
+                    f"but this run has {key}={value}; resume with the same seed, "
+                    "batch size and dataset split, or use a new --workdir."
+                )
+        self.close()
+        self._next_batch = int(saved["next_batch"])
 
     def start_prefetch(self) -> None:
         """Starts preparing batches in the background (idempotent)."""
         if self._thread is None:
+            dataset = self._local_batches[self._next_batch :].to_iter_dataset(
+                _TRAIN_READ_OPTIONS
+            )
+            if self._worker_count > 0:
+                # Each worker reads every `worker_count`-th batch; grain
+                # interleaves them back in order, so the order is unchanged.
+                dataset = dataset.mp_prefetch(
+                    grain.MultiprocessingOptions(num_workers=self._worker_count)
+                )
+            self._host_iterator = iter(dataset)
             self._stop.clear()
             self._thread = threading.Thread(
                 target=self._produce, name="jaxvision-train-prefetch", daemon=True
@@ -80,31 +135,27 @@ class TrainIterator:
             self._thread.start()
 
     def close(self) -> None:
-        """Stops the background thread."""
-        self._stop_prefetch()
+        """Stops the background thread and grain's threads and processes."""
+        if self._thread is not None:
+            self._stop.set()
+            self._drain()  # Unblocks a `put`; the thread then sees `_stop`, exits.
+            self._thread.join()
+            self._drain()
+            self._thread = None
+        if self._host_iterator is not None:
+            self._host_iterator.close()
+            self._host_iterator = None
 
     def _produce(self) -> None:
-        # Only this thread touches the host iterator while it runs, so each
-        # state read right after a batch belongs to exactly that batch.
         try:
             while not self._stop.is_set():
                 local_batch = next(self._host_iterator)
-                state = self._host_iterator.get_state()
                 batch = jax.make_array_from_process_local_data(
                     self._sharding, local_batch
                 )
-                self._buffer.put((batch, state, None))
+                self._buffer.put((batch, None))
         except Exception as e:  # noqa: BLE001 - re-raised by `__next__`.
-            self._buffer.put((None, None, e))
-
-    def _stop_prefetch(self) -> None:
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._drain()  # Unblocks a `put`; the thread then sees `_stop` and exits.
-        self._thread.join()
-        self._drain()
-        self._thread = None
+            self._buffer.put((None, e))
 
     def _drain(self) -> None:
         while True:
@@ -127,9 +178,10 @@ def make_train_iterator(
 ) -> TrainIterator:
     """Returns endless, shuffled global batches for training.
 
-    The order is a pure function of `seed`; every epoch is reshuffled. Each
-    process reads its own shard and contributes
-    `global_batch_size // jax.process_count()` examples per batch.
+    The batches are a pure function of `seed` and `global_batch_size`: neither
+    the number of processes nor `worker_count` changes them (see
+    `train_shard`). Each process reads and decodes only its
+    `global_batch_size // jax.process_count()` examples of each batch.
 
     Args:
         name: Dataset name (see `datasets.load_source`).
@@ -141,8 +193,6 @@ def make_train_iterator(
         resize_size: Host resize: shorter side to this, then center square crop.
             Required when the dataset's images vary in size.
         worker_count: grain worker processes for decoding (0: in this process).
-            Part of the order: batches differ between values, and a saved state
-            restores only with the value it was saved with.
 
     Returns:
         A `TrainIterator` of {"image": uint8 [B, H, W, C], "label": int32 [B]}.
@@ -151,23 +201,86 @@ def make_train_iterator(
     if not 0 <= seed < 2**32:
         raise UserError(f"config.seed={seed} must be in [0, 2**32); pick another seed.")
     source = _checked_source(name, split, data_dir, resize_size)
-    loader = grain.DataLoader(
-        data_source=source,
-        sampler=grain.IndexSampler(
-            num_records=len(source),
-            shard_options=grain.ShardByJaxProcess(drop_remainder=True),
-            shuffle=True,
-            num_epochs=None,  # Endless; each epoch gets its own permutation.
-            seed=seed,
-        ),
-        operations=[
-            _Decode(resize_size),
-            grain.Batch(local_batch_size, drop_remainder=True),
-        ],
-        worker_count=worker_count,
-        read_options=_READ_OPTIONS,
+    if not len(source):
+        raise UserError(
+            f"The train split {split!r} of {name!r} is empty; set "
+            "config.data.train_split to a split with examples."
+        )
+    block, num_blocks = _process_block(
+        sharding, global_batch_size, jax.process_count()
     )
-    return TrainIterator(iter(loader), sharding)
+    local_batches = host_train_batches(
+        source,
+        local_batch_size=local_batch_size,
+        seed=seed,
+        process_index=block,
+        process_count=num_blocks,
+        resize_size=resize_size,
+    )
+    order = {
+        "seed": seed,
+        "global_batch_size": global_batch_size,
+        "num_examples": len(source),
+    }
+    return TrainIterator(
+        local_batches, sharding, order=order, worker_count=worker_count
+    )
+
+
+def train_shard(
+    num_examples: int,
+    local_batch_size: int,
+    seed: int,
+    process_index: int,
+    process_count: int,
+) -> grain.MapDataset:
+    """Splits the training order over processes.
+
+    There is one global order of examples, a function of `seed` only: a fresh
+    permutation of all examples every epoch, the epochs one after another, cut
+    into consecutive global batches of `local_batch_size * process_count`.
+    Process p takes positions [p * local_batch_size, (p + 1) * local_batch_size)
+    of each global batch, so the processes' parts, concatenated in process
+    order, are the same global batches for any `process_count`. A global batch
+    may straddle two epochs (the end of one permutation, the start of the
+    next); every example still comes once per epoch of the order.
+
+    Args:
+        num_examples: Size of the split (> 0).
+        local_batch_size: Examples per batch on one process.
+        seed: Shuffle seed, in [0, 2**32).
+        process_index: This process, in [0, process_count).
+        process_count: Number of processes.
+
+    Returns:
+        An endless `grain.MapDataset` whose element k is int64 [local_batch_size]:
+        the example indices of this process's part of global batch k.
+    """
+    order = grain.MapDataset.range(num_examples).shuffle(seed=seed).repeat(None)
+    # Chunk c holds global positions [c * b, (c + 1) * b); global batch k is
+    # chunks k * P ... k * P + P - 1, and this process's part the p-th of them.
+    chunks = order.batch(local_batch_size)  # [b] per element.
+    return chunks[process_index::process_count]
+
+
+def host_train_batches(
+    source: Sequence[Any],
+    *,
+    local_batch_size: int,
+    seed: int,
+    process_index: int,
+    process_count: int,
+    resize_size: int | None = None,
+) -> grain.MapDataset:
+    """One process's numpy train batches (see `train_shard`), random access.
+
+    Element k is {"image": uint8 [local_batch_size, H, W, C], "label": int32
+    [local_batch_size]}, read (lazily) from this process's indices only.
+    """
+    indices = train_shard(
+        len(source), local_batch_size, seed, process_index, process_count
+    )
+    return indices.map(_ReadBatch(source, resize_size))
 
 
 def make_eval_iterator(
@@ -304,6 +417,18 @@ class _Decode(grain.MapTransform):
         return example
 
 
+class _ReadBatch(grain.MapTransform):
+    """Example indices int [B] -> {"image": uint8 [B, H, W, C], "label": int32 [B]}."""
+
+    def __init__(self, source: Sequence[Any], resize_size: int | None):
+        self._source = source
+        self._decode = _Decode(resize_size)
+
+    def map(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        examples = [self._decode.map(self._source[int(i)]) for i in indices]
+        return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
+
+
 def resize_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
     """Resizes the shorter side to `size`, then center-crops a square.
 
@@ -341,6 +466,37 @@ def _local_batch_size(
             f"{num_processes} processes; use a multiple of {multiple}."
         )
     return global_batch_size // num_processes
+
+
+def _process_block(
+    sharding: jax.sharding.Sharding, global_batch_size: int, process_count: int
+) -> tuple[int, int]:
+    """Which part of every global batch this process's devices hold.
+
+    Args:
+        sharding: Sharding of the batch.
+        global_batch_size: Examples per batch over all processes.
+        process_count: Number of processes.
+
+    Returns:
+        (index, count): the devices hold rows [index * b, (index + 1) * b),
+        b = global_batch_size // count. `index` is `jax.process_index()` when
+        the mesh lists each process's devices together, as `jax.devices()` does.
+    """
+    size = global_batch_size // process_count
+    indices = sharding.addressable_devices_indices_map((global_batch_size,))
+    rows = set().union(
+        *(range(*index[0].indices(global_batch_size)) for index in indices.values())
+    )
+    block = min(rows) // size
+    if rows != set(range(block * size, (block + 1) * size)):
+        raise UserError(
+            f"The batch sharding gives this process {len(rows)} rows of each batch "
+            f"of {global_batch_size}, not one block of {size}; build the mesh with "
+            "each process's devices next to each other and the batch split over "
+            "all of them (parallel.batch_sharding)."
+        )
+    return block, process_count
 
 
 def _num_batch_shards(sharding: jax.sharding.NamedSharding) -> int:

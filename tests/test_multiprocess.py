@@ -1,0 +1,106 @@
+"""Two real processes (gloo collectives on localhost) train like one process.
+
+The test starts the processes itself and fails, rather than hangs, if one of
+them dies or the pair runs past a deadline.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+from configs import digits_cnn
+from jaxvision import parallel, train
+from jaxvision.checkpoint import Checkpointer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEADLINE_S = 300
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(workdir, data_dir, devices, *extra):
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    command = [
+        sys.executable, os.path.join(REPO, "scripts", "train.py"),
+        "--config", os.path.join(REPO, "configs", "digits_cnn.py") + ":smoke",
+        "--workdir", str(workdir), f"--config.data.data_dir={data_dir}",
+        "--config.num_train_steps=20", "--config.checkpoint_every_steps=10",
+        "--config.eval_every_steps=20", "--config.log_every_steps=10", *extra,
+    ]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_all(procs):
+    """Waits for every process; kills them all as soon as one fails or time runs out."""
+    deadline = time.monotonic() + DEADLINE_S
+    try:
+        while any(p.poll() is None for p in procs):
+            failed = [p for p in procs if p.poll() not in (None, 0)]
+            assert not failed, "a process died:\n" + failed[0].stdout.read()[-3000:]
+            assert time.monotonic() < deadline, f"still running after {DEADLINE_S} s"
+            time.sleep(0.2)
+        for p in procs:
+            assert p.returncode == 0, p.stdout.read()[-3000:]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def _restore_final(workdir, data_dir):
+    """Restores the last checkpoint into this (8-device, 1-process) test process."""
+    config = digits_cnn.get_config("smoke")
+    config.data.data_dir = data_dir
+    exp = train.Experiment(config, mesh=parallel.make_mesh())
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    try:
+        return ckpt.restore(ckpt.latest_step(), exp.abstract_state())
+    finally:
+        ckpt.close()
+
+
+def test_two_processes_match_one_process_and_resume_in_one(tmp_path):
+    data_dir = str(tmp_path / "tfds")  # Built on first use: process 0 first, then 1.
+    port = _free_port()
+    pair = [
+        _start(tmp_path / "two", data_dir, 2, f"--coordinator_address=127.0.0.1:{port}",
+               "--num_processes=2", f"--process_id={i}")
+        for i in range(2)
+    ]
+    _wait_all(pair)
+    _wait_all([_start(tmp_path / "one", data_dir, 4)])
+
+    two = jax.device_get(_restore_final(tmp_path / "two", data_dir))  # 2 processes -> 1.
+    one = jax.device_get(_restore_final(tmp_path / "one", data_dir))
+    assert int(two.step) == int(one.step) == 20
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 two.params, one.params)
+
+    # Only process 0 logged.
+    logged = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    expected = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["split"]) for r in logged] == [(r["step"], r["split"]) for r in expected]
+    assert logged[-1]["accuracy"] == expected[-1]["accuracy"]
+
+    # The two-process run resumes in one process (4 devices), data position
+    # included, exactly like the one-process run resumes.
+    _wait_all([_start(tmp_path / name, data_dir, 4, "--config.num_train_steps=30")
+               for name in ("two", "one")])
+    two = jax.device_get(_restore_final(tmp_path / "two", data_dir))
+    one = jax.device_get(_restore_final(tmp_path / "one", data_dir))
+    assert int(two.step) == int(one.step) == 30
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 two.params, one.params)
