@@ -69,6 +69,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 1000
     config.keep_checkpoints = 3
 
+    config.profile = ml_collections.ConfigDict()
+    config.profile.start_step = -1  # >= 0: trace num_steps steps from here into workdir/profile.
+    config.profile.num_steps = 5
+    config.profile.dump_hlo = False  # Write the optimized HLO of the train step to the workdir.
+
     variant = arg or "default"
     if variant == "smoke":
         config.num_train_steps = 4

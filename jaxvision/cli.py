@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 
+import jax
 from absl import app, flags, logging
 
 from jaxvision import parallel
@@ -22,6 +23,11 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process, 0..num_processes-1.")
+_CACHE_DIR = flags.DEFINE_string(
+    "compilation_cache_dir", os.path.join("~", ".cache", "jaxvision", "xla"),
+    "Persistent XLA compilation cache: a second run of the same config starts "
+    "without recompiling. Empty: off.",
+)
 _TIMEOUT = flags.DEFINE_integer(
     "distributed_timeout", 300, "Seconds to wait for the other processes at start-up."
 )
@@ -79,6 +85,8 @@ def run(main: Callable[[list[str]], None]):
         logging.get_absl_handler().addFilter(_OnlyOurInfo())
         if len(argv) > 1:
             _fail(f"Unexpected arguments {argv[1:]}; pass settings as --config.KEY=VALUE.")
+        if _CACHE_DIR.value:
+            jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE_DIR.value))
         try:
             parallel.initialize_distributed(
                 _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 import tqdm
 from absl import logging
+from flax.training.dynamic_scale import DynamicScale
 from jax.sharding import Mesh, NamedSharding
 
 from jaxvision import data, models, optim, parallel, writers
@@ -45,22 +46,31 @@ class TrainState:
     batch_stats: Any  # BatchNorm running statistics ({} for models without)
     opt_state: optax.OptState
     rng: jax.Array  # base key; step t uses fold_in(rng, t)
+    # float16 compute only: dynamic loss scaling (scale, steps since last overflow).
+    dynamic_scale: DynamicScale | None = None
 
 
 def create_train_state(
     rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation,
-    input_shape: tuple[int, ...],
+    input_shape: tuple[int, ...], loss_scaling: bool = False,
 ) -> TrainState:
     """Initializes the model variables and the optimizer state."""
     init_rng, state_rng = jax.random.split(rng)
     variables = model.init(init_rng, jnp.zeros(input_shape, jnp.float32), train=False)
     params = variables["params"]
+    dynamic_scale = None
+    if loss_scaling:
+        # Arrays, not Python numbers, so the pytree's types never change.
+        dynamic_scale = DynamicScale(
+            fin_steps=jnp.zeros((), jnp.int32), scale=jnp.asarray(2.0**15, jnp.float32)
+        )
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         batch_stats=variables.get("batch_stats", {}),
         opt_state=tx.init(params),
         rng=state_rng,
+        dynamic_scale=dynamic_scale,
     )
 
 
@@ -68,12 +78,20 @@ def train_step(
     state: TrainState, batch: dict[str, jax.Array], *,
     tx: optax.GradientTransformation, loss_fn: Callable,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step. `loss_fn(params, batch_stats, batch, rng)` is the task's."""
+    """One optimizer step. `loss_fn(params, batch_stats, batch, rng)` is the task's.
+
+    With `state.dynamic_scale` (float16 compute), the loss is scaled before the
+    backward pass and the gradients unscaled after it; a step whose gradients
+    overflow is skipped (params, batch stats and optimizer state kept) and the
+    scale halved.
+    """
     rng = jax.random.fold_in(state.rng, state.step)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (_, (batch_stats, metrics)), grads = grad_fn(
-        state.params, state.batch_stats, batch, rng
-    )
+    args = (state.params, state.batch_stats, batch, rng)
+    if state.dynamic_scale is None:
+        (_, (batch_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(*args)
+    else:
+        grad_fn = state.dynamic_scale.value_and_grad(loss_fn, has_aux=True)
+        dynamic_scale, is_finite, (_, (batch_stats, metrics)), grads = grad_fn(*args)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics, grad_norm=optax.tree_utils.tree_norm(grads))
@@ -81,6 +99,16 @@ def train_step(
         step=state.step + 1, params=params, batch_stats=batch_stats,
         opt_state=opt_state,
     )
+    if state.dynamic_scale is not None:
+        # Overflow: keep the old values (a where, not a branch: no host sync).
+        keep_old = functools.partial(jax.tree.map, lambda new, old: jnp.where(is_finite, new, old))
+        new_state = new_state.replace(
+            params=keep_old(new_state.params, state.params),
+            batch_stats=keep_old(new_state.batch_stats, state.batch_stats),
+            opt_state=keep_old(new_state.opt_state, state.opt_state),
+            dynamic_scale=dynamic_scale,
+        )
+        metrics = dict(metrics, loss_scale=dynamic_scale.scale)
     return new_state, metrics
 
 
@@ -107,6 +135,7 @@ def state_shardings(mesh: Mesh, state: TrainState) -> TrainState:
     return TrainState(
         step=replicated, params=shard(state.params), batch_stats=shard(state.batch_stats),
         opt_state=shard(state.opt_state), rng=replicated,
+        dynamic_scale=jax.tree.map(lambda _: replicated, state.dynamic_scale),
     )
 
 
@@ -117,7 +146,18 @@ class Experiment:
     state layout.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh | None = None):
+    def __init__(
+        self, config: ml_collections.ConfigDict, mesh: Mesh | None = None,
+        num_train_examples: int | None = None,
+    ):
+        """Builds everything from `config`.
+
+        Args:
+          config: the experiment config.
+          mesh: the device mesh; default from `config.mesh` over all devices.
+          num_train_examples: the train split's size, for the schedule. Given,
+            the dataset is not read or prepared (benchmarks on synthetic data).
+        """
         if config.task not in TASKS:
             raise UserError(
                 f"Unknown config.task {config.task!r}; known tasks: {sorted(TASKS)}."
@@ -127,16 +167,22 @@ class Experiment:
         if mesh is None:
             mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp)
         self.mesh = mesh
-        data.prepare(config.data.name, config.data.data_dir)
+        if num_train_examples is None:
+            data.prepare(config.data.name, config.data.data_dir)
+            num_train_examples = len(data.load_source(
+                config.data.name, config.data.train_split, config.data.data_dir))
         self.info = data.dataset_info(config.data.name, config.data.data_dir)
+        if config.dtype not in ("float32", "bfloat16", "float16"):
+            raise UserError(
+                f"config.dtype={config.dtype!r} is not a compute dtype jaxvision "
+                "supports; use 'float32', 'bfloat16' or 'float16'."
+            )
         model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
         self.model = models.get_model(
             config.model.name, num_classes=self.info.num_classes,
             dtype=jnp.dtype(config.dtype), **model_kwargs,
         )
-        num_train = len(data.load_source(
-            config.data.name, config.data.train_split, config.data.data_dir))
-        self.steps_per_epoch = max(num_train // config.batch_size, 1)
+        self.steps_per_epoch = max(num_train_examples // config.batch_size, 1)
         self.num_train_steps = config.num_train_steps or int(
             config.num_epochs * self.steps_per_epoch
         )
@@ -150,7 +196,8 @@ class Experiment:
         replicated = parallel.replicated(self.mesh)
         self.batch_sharding = parallel.batch_sharding(self.mesh)
         init_fn = functools.partial(
-            create_train_state, model=self.model, tx=self.tx, input_shape=self.input_shape
+            create_train_state, model=self.model, tx=self.tx, input_shape=self.input_shape,
+            loss_scaling=config.dtype == "float16",
         )
         self._state_shapes = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
         self.state_sharding = state_shardings(self.mesh, self._state_shapes)
@@ -239,6 +286,14 @@ def _prepare_workdir(workdir: str):
         ) from e
 
 
+def _dump_hlo(exp: Experiment, state: TrainState, batch: dict, workdir: str):
+    """Writes the train step's optimized (post-XLA) HLO to `workdir/train_step.hlo.txt`."""
+    path = os.path.join(workdir, "train_step.hlo.txt")
+    with open(path, "w") as f:
+        f.write(exp.train_step.lower(state, batch).compile().as_text())
+    logging.info("Wrote the optimized HLO of the train step to %s.", path)
+
+
 def _check_finite(step: int, losses: list[float], checkpoint_dir: str,
                   last_saved: int | None):
     if not np.all(np.isfinite(losses)):
@@ -289,9 +344,25 @@ def _train_loop(exp: Experiment, ckpt: Checkpointer, workdir: str) -> TrainState
         total=num_steps, initial=start_step, desc="train", unit="step",
         disable=jax.process_index() != 0, dynamic_ncols=True,
     )
+    profile = config.profile
+    trace_end = profile.start_step + profile.num_steps - 1  # Last traced step.
+    tracing = False
     pending = []  # Per-step metrics (on device) since the last host sync.
     for step in range(start_step + 1, num_steps + 1):
-        state, metrics = exp.train_step(state, next(train_iter))
+        batch = next(train_iter)
+        if profile.dump_hlo and step == start_step + 1:
+            _dump_hlo(exp, state, batch, workdir)
+        if step == profile.start_step:
+            jax.profiler.start_trace(os.path.join(workdir, "profile"))
+            tracing = True
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+            state, metrics = exp.train_step(state, batch)
+        if tracing and step in (trace_end, num_steps):
+            jax.block_until_ready(state)
+            jax.profiler.stop_trace()
+            tracing = False
+            logging.info("Wrote a profiler trace of steps %d-%d to %s/profile.",
+                         profile.start_step, step, workdir)
         pending.append(metrics)
         bar.update(1)
         is_last = step == num_steps

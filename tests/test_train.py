@@ -4,6 +4,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -230,3 +231,52 @@ def test_unwritable_workdir_is_refused(data_dir, tmp_path):
 def test_evaluate_without_checkpoint_is_refused(data_dir, tmp_path):
     with pytest.raises(UserError, match="train first"):
         train.evaluate(smoke_config(data_dir), str(tmp_path))
+
+
+def test_bfloat16_training_reaches_the_float32_accuracy_band(smoke_run, data_dir, tmp_path):
+    workdir, _ = smoke_run
+    f32 = next(r for r in _read_metrics(workdir) if r["split"] == "test")["accuracy"]
+    state = train.train_and_evaluate(smoke_config(data_dir, dtype="bfloat16"), str(tmp_path))
+    bf16 = [r for r in _read_metrics(str(tmp_path)) if r["split"] == "test"][-1]["accuracy"]
+    assert abs(bf16 - f32) < 0.08, (bf16, f32)
+    # Parameters and optimizer state stay float32; only the compute is bf16.
+    assert {x.dtype for x in jax.tree.leaves(state.params)} == {np.dtype("float32")}
+
+
+def test_float16_skips_overflowing_steps_and_backs_off_the_loss_scale(data_dir):
+    exp = train.Experiment(smoke_config(data_dir, dtype="float16"))
+    state = exp.init_state()
+    assert float(state.dynamic_scale.scale) == 2.0**15
+    # A scale so large that the scaled gradients overflow float32.
+    state = state.replace(dynamic_scale=state.dynamic_scale.replace(scale=jnp.float32(3e38)))
+    before = jax.device_get(state.params)
+    batch = jax.device_put(_random_batch(32), exp.batch_sharding)
+    state, metrics = exp.train_step(state, batch)
+    _assert_trees_equal(jax.device_get(state.params), before)  # Step skipped...
+    assert float(metrics["loss_scale"]) == pytest.approx(1.5e38)  # ...scale halved.
+    assert int(state.step) == 1
+
+
+def test_float16_smoke_run_learns(data_dir, tmp_path):
+    train.train_and_evaluate(smoke_config(data_dir, dtype="float16"), str(tmp_path))
+    records = _read_metrics(str(tmp_path))
+    assert "loss_scale" in records[0]
+    assert [r for r in records if r["split"] == "test"][-1]["accuracy"] > 0.5
+
+
+def test_profile_writes_a_trace_and_the_hlo(data_dir, tmp_path):
+    config = smoke_config(data_dir, **{
+        "num_train_steps": 6, "profile.start_step": 2, "profile.num_steps": 2,
+        "profile.dump_hlo": True,
+    })
+    train.train_and_evaluate(config, str(tmp_path))
+    traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
+    assert traces and traces[0].stat().st_size > 0
+    hlo = (tmp_path / "train_step.hlo.txt").read_text()
+    assert hlo.startswith("HloModule")
+    assert "block0_conv" in hlo  # Module names reach the HLO (and so the trace).
+
+
+def test_unknown_dtype_is_refused(data_dir):
+    with pytest.raises(UserError, match="config.dtype='float8'"):
+        train.Experiment(smoke_config(data_dir, dtype="float8"))
