@@ -162,6 +162,11 @@ class Experiment:
             raise UserError(
                 f"Unknown config.task {config.task!r}; known tasks: {sorted(TASKS)}."
             )
+        if config.dtype not in ("float32", "bfloat16", "float16"):
+            raise UserError(
+                f"config.dtype={config.dtype!r} is not a compute dtype jaxvision "
+                "supports; use 'float32', 'bfloat16' or 'float16'."
+            )
         self.config = config
         self.task = TASKS[config.task]
         if mesh is None:
@@ -172,11 +177,6 @@ class Experiment:
             num_train_examples = len(data.load_source(
                 config.data.name, config.data.train_split, config.data.data_dir))
         self.info = data.dataset_info(config.data.name, config.data.data_dir)
-        if config.dtype not in ("float32", "bfloat16", "float16"):
-            raise UserError(
-                f"config.dtype={config.dtype!r} is not a compute dtype jaxvision "
-                "supports; use 'float32', 'bfloat16' or 'float16'."
-            )
         model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
         self.model = models.get_model(
             config.model.name, num_classes=self.info.num_classes,
@@ -319,15 +319,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         os.path.join(workdir, "checkpoints"),
         save_every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints,
     )
+    train_iter = exp.train_iterator()
     try:
-        return _train_loop(exp, ckpt, workdir)
+        return _train_loop(exp, ckpt, train_iter, workdir)
     finally:
+        train_iter.close()
         ckpt.close()  # Lets an in-flight save finish, even on error.
 
 
-def _train_loop(exp: Experiment, ckpt: Checkpointer, workdir: str) -> TrainState:
+def _train_loop(
+    exp: Experiment, ckpt: Checkpointer, train_iter: data.TrainIterator, workdir: str
+) -> TrainState:
     config = exp.config
-    train_iter = exp.train_iterator()
     last_saved = ckpt.latest_step()
     if last_saved is not None:
         ckpt.check_meta(last_saved, exp.meta)  # Before anything is written.
