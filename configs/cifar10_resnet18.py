@@ -35,6 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.eval_split = "test"
     config.data.resize_size = placeholder(int)  # CIFAR is a fixed 32x32.
     config.data.worker_count = 0
+    config.data.cache = True  # Small enough for RAM: deserialize each record once.
 
     config.augment = ml_collections.ConfigDict()
     config.augment.crop_size = 32

@@ -34,6 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.eval_split = "test"
     config.data.resize_size = placeholder(int)  # Images are already a fixed 8x8.
     config.data.worker_count = 0  # Tiny images: reading in-process is fastest.
+    config.data.cache = True  # Small enough for RAM: deserialize each record once.
 
     config.augment = ml_collections.ConfigDict()
     config.augment.crop_size = 8

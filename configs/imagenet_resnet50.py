@@ -41,6 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # The random-resized crop to 224 then happens on the device.
     config.data.resize_size = 256
     config.data.worker_count = 8  # JPEG decoding is the host's bottleneck.
+    config.data.cache = False  # ~150 GB: read from disk.
 
     config.augment = ml_collections.ConfigDict()
     config.augment.crop_size = 224

@@ -248,7 +248,7 @@ class Experiment:
             cfg.name, cfg.train_split, cfg.data_dir,
             global_batch_size=self.config.batch_size, seed=self.config.seed,
             sharding=self.batch_sharding, resize_size=cfg.resize_size,
-            worker_count=cfg.worker_count,
+            worker_count=cfg.worker_count, cache=cfg.cache,
         )
 
     def evaluate(self, state: TrainState) -> dict[str, float]:

@@ -324,3 +324,32 @@ def test_resize_and_center_crop():
     np.testing.assert_array_equal(
         loader.resize_and_center_crop(gray, 14), np.full((14, 14, 1), 200)
     )
+
+
+def test_cached_source_reads_each_record_once():
+    reads = []
+
+    class Source:
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            reads.append(i)
+            return {"image": np.full((2, 2, 1), i, np.uint8), "label": i}
+
+    cached = loader._CachedSource(Source())
+    first = [cached[i] for i in (3, 1, 3, 3, 1)]
+    assert reads == [3, 1]
+    assert first[0] is first[2] and len(cached) == 5
+
+
+def test_cached_train_iterator_yields_the_same_batches(digits_dir, sharding):
+    plain = _train(digits_dir, sharding)
+    cached = data.make_train_iterator(
+        "digits", "train", digits_dir, global_batch_size=64, seed=0,
+        sharding=sharding, cache=True,
+    )
+    # 30 batches of 64: more than one epoch of 1,437, so cached records are reused.
+    _assert_batches_equal(_take(cached, 30), _take(plain, 30))
+    plain.close()
+    cached.close()

@@ -1,0 +1,308 @@
+"""Speed of a config's train step, eval step or data loader, and why.
+
+`run_benchmark` builds the config's `Experiment` and times its jitted step on
+synthetic data of the config's shapes (no dataset needed), or its real loader
+alone (`mode="input"`). It reports compile time apart from step time, step
+times with `block_until_ready` after every step, images/s, XLA's FLOPs, MFU and
+memory (`jaxvision.profiling`).
+
+`reference=True` also times `reference_train_step`: the smallest hand-written
+step of the same model and optimizer (no augmentation, RNG bookkeeping or
+metrics; inputs already normalized floats). `overhead_ratio` is our images/s
+over its images/s: what the trainer's conveniences cost. The two steps run
+alternately, so drift in the machine's speed hits both alike.
+"""
+
+import functools
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxvision import profiling
+from jaxvision.errors import UserError
+from jaxvision.train import Experiment
+
+MODES = ("train", "eval", "input")
+# The train-set size given to the Experiment on synthetic data: it only sets
+# the learning-rate schedule's length, not the speed.
+_SYNTHETIC_NUM_EXAMPLES = 1_000_000
+
+
+def select_platform(device: str | None):
+    """Makes JAX use `device` ("cpu" or "gpu"); call before any JAX device use.
+
+    Raises:
+      UserError: an unknown device, or no such device visible to JAX.
+    """
+    if device is None:
+        return
+    if device not in ("cpu", "gpu"):
+        raise UserError(f"--device={device} is not supported; use cpu or gpu.")
+    jax.config.update("jax_platforms", device)
+    try:
+        jax.devices()
+    except (RuntimeError, AssertionError) as e:  # No such backend (the error varies).
+        raise UserError(
+            f"--device={device} but JAX finds no {device.upper()} on this machine; on a "
+            "GPU machine install jax's CUDA wheels (pip install -e '.[cuda12]'), or use "
+            "--device cpu."
+        ) from e
+
+
+def synthetic_batch(exp: Experiment, batch_size: int, seed: int = 0) -> dict[str, jax.Array]:
+    """Random uint8 images and labels of the config's shapes, as a global sharded batch.
+
+    Images are `[B, H, W, C]` with H = W = `config.data.resize_size`, or the
+    dataset's fixed image size; "mask" (all True) is included for eval steps.
+    """
+    config = exp.config
+    size = config.data.resize_size
+    channels = exp.info.image_shape[-1] if exp.info.image_shape else 3
+    if size is None:
+        if exp.info.image_shape is None:
+            raise UserError(
+                f"Images of {config.data.name!r} vary in size; set "
+                "config.data.resize_size (or --image_size) to benchmark it."
+            )
+        size = exp.info.image_shape[0]
+    devices = exp.mesh.size
+    if batch_size <= 0 or batch_size % devices or batch_size % jax.process_count():
+        raise UserError(
+            f"Batch size {batch_size} must be a positive multiple of the {devices} "
+            f"devices; use a multiple of {devices}."
+        )
+    local = batch_size // jax.process_count()  # This process's rows.
+    rng = np.random.default_rng(seed + jax.process_index())
+    host = {
+        "image": rng.integers(0, 256, (local, size, size, channels), dtype=np.uint8),
+        "label": rng.integers(0, exp.info.num_classes, (local,), dtype=np.int32),
+        "mask": np.ones((local,), bool),
+    }
+    return {
+        k: jax.make_array_from_process_local_data(exp.batch_sharding, v)
+        for k, v in host.items()
+    }
+
+
+def reference_train_step(
+    params: Any, batch_stats: Any, opt_state: optax.OptState,
+    images: jax.Array, labels: jax.Array, rng: jax.Array, *,
+    model: Any, tx: optax.GradientTransformation,
+) -> tuple[Any, Any, optax.OptState, jax.Array]:
+    """The minimal Flax train step: cross-entropy, gradients, optimizer update.
+
+    `images` float `[B, H, W, C]`, already normalized; `labels` int32 `[B]`.
+    """
+
+    def loss_fn(params):
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": batch_stats}, images, train=True,
+            rngs={"dropout": rng}, mutable=["batch_stats"],
+        )  # [B, K]
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return loss, updates.get("batch_stats", batch_stats)
+
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+
+
+def _compile(jitted: Callable, *args: Any) -> tuple[Any, float, float]:
+    """`jitted.lower(*args).compile()`, the seconds it took, and those of `lower` alone."""
+    start = time.perf_counter()
+    lowered = jitted.lower(*args)
+    lowered_at = time.perf_counter()
+    compiled = lowered.compile()
+    return compiled, time.perf_counter() - start, lowered_at - start
+
+
+def _time_alternately(
+    runners: dict[str, tuple[Callable, Any]], steps: int, warmup: int
+) -> dict[str, list[float]]:
+    """Runs each `fn(carry) -> (carry, output)` in turn, `warmup + steps` times.
+
+    The carry (a donated state) is fed back in, and every step's carry and
+    output are waited for. Returns the timed steps' seconds, per runner.
+    """
+    carries = {name: carry for name, (_, carry) in runners.items()}
+    times = {name: [] for name in runners}
+    for i in range(warmup + steps):
+        for name, (fn, _) in runners.items():
+            start = time.perf_counter()
+            carries[name], _ = jax.block_until_ready(fn(carries[name]))
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _summary(times: list[float], batch_size: int) -> dict[str, float]:
+    median = statistics.median(times)
+    return {
+        "step_time_median_s": median, "step_time_min_s": min(times),
+        "step_time_max_s": max(times), "images_per_s": batch_size / median,
+    }
+
+
+def run_benchmark(
+    config: ml_collections.ConfigDict, *, mode: str = "train", steps: int = 50,
+    warmup: int = 3, reference: bool = False,
+) -> dict[str, Any]:
+    """Times `steps` steps (after `warmup`) of the config's train or eval step, or its loader.
+
+    Args:
+      config: the experiment config (batch size, dtype, image size as set there).
+      mode: "train" / "eval": the jitted step on synthetic data; "input": the
+        real data loader alone (needs the prepared dataset).
+      steps: timed steps.
+      warmup: untimed steps before them (compilation is timed separately).
+      reference: also time `reference_train_step` (train mode only).
+
+    Returns:
+      A JSON-able dict of the measurements; see docs/performance.md.
+    """
+    if mode not in MODES:
+        raise UserError(f"Unknown benchmark mode {mode!r}; use one of {MODES}.")
+    if steps < 1 or warmup < 0:
+        raise UserError(f"--steps={steps} must be >= 1 and --warmup={warmup} >= 0.")
+    if reference and mode != "train":
+        raise UserError("--reference compares train steps; drop it or use --train.")
+    batch_size = config.eval_batch_size if mode == "eval" else config.batch_size
+    device = jax.devices()[0]
+    result = {
+        "mode": mode, "device_kind": device.device_kind, "platform": device.platform,
+        "num_devices": jax.device_count(), "jax_version": jax.__version__,
+        "dtype": config.dtype, "batch_size": batch_size,
+        "crop_size": config.augment.crop_size, "steps": steps, "warmup": warmup,
+        # With a persistent cache, compile_s may be a cache hit; lower_s never is.
+        "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
+    }
+    if mode == "input":
+        return {**result, **_benchmark_input(config, batch_size, steps, warmup)}
+
+    exp = Experiment(config, num_train_examples=_SYNTHETIC_NUM_EXAMPLES)
+    batch = synthetic_batch(exp, batch_size)
+    state = exp.init_state()
+    result["image_size"] = batch["image"].shape[1]
+    result["param_count"] = sum(x.size for x in jax.tree.leaves(state.params))
+    if mode == "train":
+        compiled, result["compile_s"], result["lower_s"] = _compile(exp.train_step, state, batch)
+        runners = {"ours": (lambda s: compiled(s, batch), state)}  # -> (state, metrics)
+    else:
+        compiled, result["compile_s"], result["lower_s"] = _compile(exp.eval_step, state, batch)
+        runners = {"ours": (lambda s: (s, compiled(s, batch)), state)}
+    if reference:
+        runners["reference"], result["reference_compile_s"] = _reference(exp, batch)
+    times = _time_alternately(runners, steps, warmup)
+    result.update(_summary(times["ours"], batch_size))
+    if reference:
+        ref = _summary(times["reference"], batch_size)
+        result.update({f"reference_{k}": v for k, v in ref.items()})
+        result["overhead_ratio"] = result["images_per_s"] / ref["images_per_s"]
+    result.update(_costs(exp, compiled, result["step_time_median_s"], batch_size, mode))
+    if device.platform != "cpu" and device.memory_stats():
+        result["device_peak_bytes"] = device.memory_stats().get("peak_bytes_in_use")
+    return result
+
+
+def _reference(exp: Experiment, batch: dict[str, jax.Array]):
+    """`reference_train_step` for `exp` as a runner `(fn, carry)`, and its compile time."""
+    sharding = exp.state_sharding
+    replicated = jax.sharding.NamedSharding(exp.mesh, jax.sharding.PartitionSpec())
+    step = jax.jit(
+        functools.partial(reference_train_step, model=exp.model, tx=exp.tx),
+        in_shardings=(sharding.params, sharding.batch_stats, sharding.opt_state,
+                      exp.batch_sharding, exp.batch_sharding, replicated),
+        out_shardings=(sharding.params, sharding.batch_stats, sharding.opt_state, replicated),
+        donate_argnums=(0, 1, 2),
+    )
+    _, crop, _, channels = exp.input_shape
+    images = jax.device_put(  # Already "normalized": standard normal pixels.
+        jax.random.normal(jax.random.PRNGKey(1), (len(batch["label"]), crop, crop, channels)),
+        exp.batch_sharding,
+    )  # [B, crop, crop, C] float32
+    rng = jax.device_put(jax.random.PRNGKey(2), replicated)
+    state = exp.init_state()  # Its own copy: each step donates its inputs.
+    carry = (state.params, state.batch_stats, state.opt_state)
+    compiled, seconds, _ = _compile(step, *carry, images, batch["label"], rng)
+
+    def run(carry):
+        *carry, loss = compiled(*carry, images, batch["label"], rng)
+        return tuple(carry), loss
+
+    return (run, carry), seconds
+
+
+def _costs(exp: Experiment, compiled: Any, step_time: float, batch_size: int, mode: str) -> dict:
+    """FLOPs (XLA and analytic), achieved TFLOP/s, MFU and memory of one compiled step."""
+    device = jax.devices()[0]
+    num_devices = exp.mesh.size
+    per_device = profiling.compiled_flops(compiled)
+    flops = per_device * num_devices if per_device is not None else None
+    peak, peak_source = profiling.peak_tflops(device, exp.config.dtype)
+    variables = exp.abstract_state()
+    image = jax.ShapeDtypeStruct(exp.input_shape, jnp.float32)  # [1, crop, crop, C]
+    forward = profiling.matmul_flops(
+        lambda p, b, x: exp.model.apply({"params": p, "batch_stats": b}, x, train=False),
+        variables.params, variables.batch_stats, image,
+    )
+    out = {
+        "flops_per_step": flops,
+        "flops_source": "XLA cost analysis (per device x devices)",
+        # Conv + matmul FLOPs of the forward pass, textbook count; a train step
+        # is conventionally ~3x that per image (forward + 2x for the backward).
+        "analytic_forward_flops_per_image": forward,
+        "analytic_flops_per_step": (3 if mode == "train" else 1) * forward * batch_size,
+        "achieved_tflops": flops / step_time / 1e12 if flops else None,
+        "peak_tflops_per_device": peak, "peak_source": peak_source,
+        "mfu": profiling.mfu(flops, step_time, peak, num_devices) if flops and peak else None,
+        "memory_per_device": profiling.compiled_memory_bytes(compiled),
+    }
+    return out
+
+
+def _benchmark_input(config: ml_collections.ConfigDict, batch_size: int, steps: int, warmup: int):
+    """Images/s of the real train loader alone: batches fetched and placed on the devices."""
+    exp = Experiment(config)
+    iterator = exp.train_iterator()
+    try:
+        for _ in range(warmup):
+            jax.block_until_ready(next(iterator))
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            jax.block_until_ready(next(iterator))
+            times.append(time.perf_counter() - start)
+    finally:
+        iterator.close()
+    summary = _summary(times, batch_size)
+    # Prefetching makes single batches bursty: the rate is over the whole run.
+    summary["images_per_s"] = batch_size * steps / sum(times)
+    return {"image_size": exp.info.image_shape[0] if exp.info.image_shape else
+            config.data.resize_size, **summary}
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The measurements as aligned `name  value` lines."""
+
+    def fmt(value):
+        if isinstance(value, float):
+            return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+        if isinstance(value, int) and not isinstance(value, bool):
+            return f"{value:,}"
+        return str(value)
+
+    rows = []
+    for key, value in result.items():
+        if isinstance(value, dict):
+            rows += [(f"{key}.{k}", fmt(v)) for k, v in value.items()]
+        else:
+            rows.append((key, fmt(value)))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

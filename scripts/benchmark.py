@@ -1,0 +1,70 @@
+"""Times a config's train step (default), eval step or data loader; prints a table and JSON.
+
+  python scripts/benchmark.py --config configs/imagenet_resnet50.py --steps 50
+  python scripts/benchmark.py --config configs/imagenet_resnet50.py --dtype float32 \
+      --batch_size 32 --image_size 128 --steps 5 --warmup 2 --reference
+  python scripts/benchmark.py --config configs/digits_cnn.py --input
+
+Train and eval steps run on synthetic data of the config's shapes (no dataset
+needed); `--input` times the real loader alone. The JSON is the last line of
+stdout, or goes to `--json PATH`. See docs/performance.md for measured figures.
+"""
+
+import json
+
+from absl import flags
+from ml_collections import config_flags
+
+from jaxvision import benchmark, cli
+from jaxvision.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file("config", help_string="Config file[:arg].")
+_STEPS = flags.DEFINE_integer("steps", 50, "Timed steps.")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps before them (after compiling).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Overrides config.batch_size.")
+_DTYPE = flags.DEFINE_string("dtype", None, "Overrides config.dtype (compute dtype).")
+_IMAGE_SIZE = flags.DEFINE_integer(
+    "image_size", None, "Overrides config.augment.crop_size and config.data.resize_size."
+)
+_TRAIN = flags.DEFINE_boolean("train", False, "Time the train step (the default).")
+_EVAL = flags.DEFINE_boolean("eval", False, "Time the eval step.")
+_INPUT = flags.DEFINE_boolean("input", False, "Time the data loader alone (needs the dataset).")
+_REFERENCE = flags.DEFINE_boolean(
+    "reference", False, "Also time a minimal hand-written step of the same model."
+)
+_DEVICE = flags.DEFINE_enum("device", None, ["cpu", "gpu"], "Platform; default: JAX's choice.")
+_JSON = flags.DEFINE_string("json", None, "Write the JSON here instead of stdout.")
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv):
+    del argv  # cli.run refuses stray arguments.
+    benchmark.select_platform(_DEVICE.value)  # Before anything touches a device.
+    modes = [m for m, on in (("train", _TRAIN), ("eval", _EVAL), ("input", _INPUT)) if on.value]
+    if len(modes) > 1:
+        raise UserError(f"Pick one of --train, --eval, --input, not {len(modes)}.")
+    config = _CONFIG.value
+    with config.unlocked():
+        if _BATCH_SIZE.value is not None:
+            config.batch_size = config.eval_batch_size = _BATCH_SIZE.value
+        if _DTYPE.value is not None:
+            config.dtype = _DTYPE.value
+        if _IMAGE_SIZE.value is not None:
+            config.augment.crop_size = config.data.resize_size = _IMAGE_SIZE.value
+    result = benchmark.run_benchmark(
+        config, mode=(modes or ["train"])[0], steps=_STEPS.value, warmup=_WARMUP.value,
+        reference=_REFERENCE.value,
+    )
+    print(benchmark.format_table(result))
+    if _JSON.value:
+        try:
+            with open(_JSON.value, "w") as f:
+                json.dump(result, f, indent=1)
+        except OSError as e:
+            raise UserError(f"Cannot write --json {_JSON.value!r} ({e.strerror}).") from e
+    else:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    cli.run(main)
