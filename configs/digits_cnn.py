@@ -3,9 +3,9 @@
   python scripts/train.py --config configs/digits_cnn.py --workdir runs/digits_cnn
   python scripts/eval.py --config configs/digits_cnn.py --workdir runs/digits_cnn
 
-Expected: test accuracy ~0.98 (>= 0.97) on the 360 test digits, in about a
-minute on a 2-core CPU. The dataset is built from scikit-learn on first use:
-no download, no TensorFlow.
+Expected: test accuracy 0.986 (>= 0.97) on the 360 test digits, in about
+20 s on a 2-core CPU (measured 2026-11-21: 0.9861, 17 s). The dataset is
+built from scikit-learn on first use: no download, no TensorFlow.
 
 Variants (`configs/digits_cnn.py:VARIANT`):
   smoke: 60 steps, for tests (accuracy well above chance, seconds).
