@@ -1,12 +1,15 @@
-"""Loss functions: pure, per-example, computed in float32.
+"""Loss functions: pure, unreduced, computed in float32.
 
-Each loss returns one value per example; the caller averages (and masks), so
-padding and weighting stay visible at the call site.
+Each loss returns unreduced values (one per example, or per anchor or box for
+the detection losses); the caller averages (and masks), so padding and
+weighting stay visible at the call site.
 """
 
 import chex
 import jax
 import jax.numpy as jnp
+
+from jaxvision.ops import boxes as box_ops
 
 
 def softmax_cross_entropy(
@@ -30,3 +33,59 @@ def softmax_cross_entropy(
     targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # [B, K]
     return -jnp.sum(targets * log_probs, axis=-1)  # [B]
+
+
+def sigmoid_focal_loss(
+    logits: jax.Array,
+    targets: jax.Array,
+    alpha: float | None = 0.25,
+    gamma: float = 2.0,
+) -> jax.Array:
+    """RetinaNet focal loss (Lin et al., 2017), per element.
+
+    `FL = -alpha_t * (1 - p_t)**gamma * log(p_t)`, with `p = sigmoid(logits)`,
+    `p_t = p` where the target is 1 and `1 - p` where it is 0. Both logs come
+    from `log_sigmoid`, and `(1 - p_t)**gamma = exp(gamma * log(1 - p_t))`, so
+    large logits neither overflow nor give NaN gradients.
+
+    Args:
+      logits: `[..., K]` unnormalized scores, one binary classifier per class.
+      targets: `[..., K]` binary targets in `{0, 1}` (same shape as `logits`).
+      alpha: weight of the positives (negatives get `1 - alpha`); `None`
+        weighs both by 1.
+      gamma: focusing exponent; 0 gives plain binary cross-entropy.
+
+    Returns:
+      `[..., K]` float32 losses; the caller sums them and normalizes (RetinaNet
+      divides by the number of positive anchors).
+    """
+    chex.assert_equal_shape([logits, targets])
+    logits = logits.astype(jnp.float32)  # [..., K]
+    targets = targets.astype(jnp.float32)  # [..., K]
+    log_p = jax.nn.log_sigmoid(logits)  # [..., K] log(p)
+    log_not_p = jax.nn.log_sigmoid(-logits)  # [..., K] log(1 - p)
+    log_p_t = targets * log_p + (1.0 - targets) * log_not_p  # [..., K]
+    log_not_p_t = targets * log_not_p + (1.0 - targets) * log_p  # [..., K]
+    loss = -jnp.exp(gamma * log_not_p_t) * log_p_t  # [..., K]
+    if alpha is not None:
+        loss = (alpha * targets + (1.0 - alpha) * (1.0 - targets)) * loss
+    return loss
+
+
+def giou_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
+    """`1 - GIoU` of matching xyxy boxes, in `[0, 2]`.
+
+    Args:
+      pred: `[..., 4]` predicted xyxy boxes.
+      target: `[..., 4]` target xyxy boxes (same shape as `pred`).
+
+    Returns:
+      `[...]` float32 losses (degenerate boxes handled as in
+      `ops.boxes.elementwise_giou`: finite, never NaN).
+    """
+    chex.assert_equal_shape([pred, target])
+    chex.assert_axis_dimension(pred, pred.ndim - 1, 4)
+    giou = box_ops.elementwise_giou(
+        pred.astype(jnp.float32), target.astype(jnp.float32)
+    )  # [...]
+    return 1.0 - giou

@@ -2,6 +2,7 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -35,3 +36,57 @@ def test_cross_entropy_is_float32_for_bf16_logits_and_stable():
 def test_cross_entropy_checks_shapes():
     with pytest.raises(AssertionError):
         losses.softmax_cross_entropy(jnp.zeros((2, 3)), jnp.zeros((3,), jnp.int32))
+
+
+def test_sigmoid_focal_loss_hand_computed():
+    # logit 0: p = 0.5. Target 1: 0.25 * 0.5**2 * log 2; target 0: 0.75 * 0.5**2 * log 2.
+    got = losses.sigmoid_focal_loss(jnp.zeros((1, 2)), jnp.array([[1.0, 0.0]]))
+    want = [[0.25 * 0.25 * math.log(2.0), 0.75 * 0.25 * math.log(2.0)]]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # logit ln 3: p = 3/4, target 1: alpha 0.25 * (1/4)**2 * -log(3/4).
+    got = losses.sigmoid_focal_loss(jnp.array([math.log(3.0)]), jnp.array([1.0]))
+    np.testing.assert_allclose(got, [0.25 * (1 / 16) * -math.log(0.75)], rtol=1e-6)
+
+
+def test_sigmoid_focal_loss_gamma_0_no_alpha_is_bce():
+    logits = jnp.array([[-3.0, 0.5, 2.0], [1.0, -0.2, 4.0]])
+    targets = jnp.array([[0, 1, 1], [1, 0, 0]], jnp.int32)
+    got = losses.sigmoid_focal_loss(logits, targets, alpha=None, gamma=0.0)
+    p = 1 / (1 + np.exp(-np.asarray(logits, np.float64)))
+    t = np.asarray(targets)
+    want = -(t * np.log(p) + (1 - t) * np.log(1 - p))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_sigmoid_focal_loss_stable_for_large_logits():
+    logits = jnp.array([100.0, -100.0, 100.0, -100.0], jnp.bfloat16)
+    targets = jnp.array([1.0, 0.0, 0.0, 1.0])
+    got = losses.sigmoid_focal_loss(logits, targets)
+    assert got.dtype == jnp.float32
+    # Confident right: ~0. Confidently wrong: alpha_t * 1 * 100.
+    np.testing.assert_allclose(got, [0.0, 0.0, 75.0, 25.0], atol=1e-6)
+    grads = jax.grad(lambda x: losses.sigmoid_focal_loss(x, targets).sum())(
+        logits.astype(jnp.float32)
+    )
+    assert np.isfinite(grads).all()
+
+
+def test_sigmoid_focal_loss_checks_shapes():
+    with pytest.raises(AssertionError):
+        losses.sigmoid_focal_loss(jnp.zeros((2, 3)), jnp.zeros((2, 4)))
+
+
+def test_giou_loss_hand_computed():
+    pred = jnp.array([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 2.0]])
+    target = jnp.array(
+        [[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 2.0, 2.0], [3.0, 0.0, 4.0, 1.0]]
+    )
+    got = losses.giou_loss(pred, target)
+    np.testing.assert_allclose(got, [1 - (1 / 7 - 2 / 9), 0.0, 1 + 3 / 8], rtol=1e-6)
+
+
+def test_giou_loss_checks_shapes():
+    with pytest.raises(AssertionError):
+        losses.giou_loss(jnp.zeros((2, 4)), jnp.zeros((3, 4)))
+    with pytest.raises(AssertionError):
+        losses.giou_loss(jnp.zeros((2, 3)), jnp.zeros((2, 3)))
