@@ -12,7 +12,6 @@ Orbax writes each step into a temporary folder and renames it when complete, so 
 run killed mid-save leaves the earlier checkpoints intact.
 """
 
-import json
 import os
 from typing import Any
 
@@ -43,7 +42,7 @@ class Checkpointer:
         """Starts an asynchronous save; returns whether this step is saved."""
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(json.loads(data_iterator.get_state())),
+            data=ocp.args.JsonSave(data_iterator.get_state()),
             meta=ocp.args.JsonSave(meta),
         )
         return self._manager.save(step, args=args, force=force)
@@ -70,7 +69,7 @@ class Checkpointer:
             args["data"] = ocp.args.JsonRestore()
         restored = self._restore(step, **args)
         if data_iterator is not None:
-            data_iterator.set_state(json.dumps(restored.data).encode())
+            data_iterator.set_state(restored.data)
         return restored.state
 
     def _restore(self, step: int, **args) -> Any:

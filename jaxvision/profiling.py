@@ -54,14 +54,24 @@ PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
 _FULL_FP32_PRECISIONS = ("highest", "float32", "F32_F32_F32")
 
 
-def _cost_dict(compiled: Any) -> dict[str, float] | None:
-    """`compiled.cost_analysis()` as one dict (older JAX returns a list of them)."""
+def _analysis(analyze: Any) -> Any:
+    """Calls `compiled.cost_analysis` / `memory_analysis`: the result, or None.
+
+    Older JAX returns a list with one entry per program; some backends
+    implement neither.
+    """
     try:
-        cost = compiled.cost_analysis()
+        result = analyze()
     except Exception:  # noqa: BLE001 - some backends do not implement it.
         return None
-    if isinstance(cost, list | tuple):
-        cost = cost[0] if cost else None
+    if isinstance(result, list | tuple):
+        result = result[0] if result else None
+    return result
+
+
+def _cost_dict(compiled: Any) -> dict[str, float] | None:
+    """`compiled.cost_analysis()` as one dict."""
+    cost = _analysis(compiled.cost_analysis)
     return dict(cost) if cost else None
 
 
@@ -93,12 +103,7 @@ def compiled_memory_bytes(compiled: Any) -> dict[str, int] | None:
       donated, buffers counted once) estimates the live memory of one call;
       None if the backend gives no analysis.
     """
-    try:
-        stats = compiled.memory_analysis()
-    except Exception:  # noqa: BLE001 - some backends do not implement it.
-        return None
-    if isinstance(stats, list | tuple):
-        stats = stats[0] if stats else None
+    stats = _analysis(compiled.memory_analysis)
     if stats is None:
         return None
     sizes = {

@@ -11,7 +11,6 @@ global example order, so they are the same whatever the number of processes.
 """
 
 import functools
-import json
 import math
 import os
 import queue
@@ -45,8 +44,8 @@ class TrainIterator:
     """An endless iterator of global batches whose position can be checkpointed.
 
     grain threads (and `worker_count` processes) read and decode the next local
-    batches; a background thread copies them to the devices. The state is JSON
-    bytes, `{"next_batch": k, "seed": ..., "global_batch_size": ...,
+    batches; a background thread copies them to the devices. The state is a
+    JSON-able dict `{"next_batch": k, "seed": ..., "global_batch_size": ...,
     "num_examples": ...}`, where k counts the batches *returned* (not
     prefetched), so restoring it resumes with global batch k. It is the same on
     every process, so `jaxvision.checkpoint` saves it once and a run can
@@ -91,20 +90,20 @@ class TrainIterator:
         self._next_batch += 1
         return batch
 
-    def get_state(self) -> bytes:
+    def get_state(self) -> dict[str, int]:
         """Returns the position after the last batch returned by `next`."""
-        return json.dumps({"next_batch": self._next_batch, **self._order}).encode()
+        return {"next_batch": self._next_batch, **self._order}
 
-    def set_state(self, state: bytes) -> None:
+    def set_state(self, state: dict[str, int]) -> None:
         """Moves to a position from `get_state`; prefetched batches are dropped.
 
         Raises:
             UserError: `state` was saved with another seed, batch size or dataset.
         """
-        saved = json.loads(state)
+        saved = state
         if not isinstance(saved, dict) or "next_batch" not in saved:
             raise UserError(
-                f"The data iterator state {bytes(state)[:100]!r} was not written by "
+                f"The data iterator state {str(state)[:100]} was not written by "
                 "this version of jaxvision's train loader; use a new --workdir."
             )
         for key, value in self._order.items():
