@@ -1,9 +1,10 @@
 """Data: tfds builders and sources, grain loaders, on-device augmentation.
 
-Importing this package registers jaxvision's own tfds builders (e.g. "digits").
+Importing this package registers jaxvision's own tfds builders ("digits",
+"digit_detection").
 """
 
-from jaxvision.data import digits  # noqa: F401 - registers the "digits" builder.
+from jaxvision.data import digit_detection, digits  # noqa: F401 - registers builders.
 from jaxvision.data.augment import preprocess_for_eval, preprocess_for_train
 from jaxvision.data.datasets import (
     BUILTIN_DATASETS,
@@ -12,11 +13,21 @@ from jaxvision.data.datasets import (
     load_source,
     prepare,
 )
-from jaxvision.data.loader import TrainIterator, make_eval_iterator, make_train_iterator
+from jaxvision.data.loader import (
+    ClassificationDecode,
+    Decode,
+    DetectionDecode,
+    TrainIterator,
+    make_eval_iterator,
+    make_train_iterator,
+)
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "ClassificationDecode",
     "DatasetInfo",
+    "Decode",
+    "DetectionDecode",
     "TrainIterator",
     "dataset_info",
     "load_source",

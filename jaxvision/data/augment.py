@@ -85,6 +85,104 @@ def preprocess_for_eval(
     return _normalize(crops.astype(jnp.float32), mean, std)  # [B, crop, crop, C]
 
 
+def detection_train(
+    images: jax.Array,
+    boxes: jax.Array,
+    box_mask: jax.Array,
+    rng: jax.Array,
+    *,
+    scale_range: tuple[float, float],
+    flip: bool,
+    mean: float | Sequence[float],
+    std: float | Sequence[float],
+    min_size: float = 1.0,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Random scale jitter (crop or pad), optional flip, then normalize.
+
+    Per example, with s ~ Uniform(scale_range), the canvas is scaled by s
+    (bilinear, antialiased) and translated by t = (tx, ty) into an S x S
+    output: pixel coordinates map as p' = p * s + t. Each t component is
+    uniform between 0 and (1 - s) * S, so for s > 1 the output is a random
+    window of the scaled image and for s < 1 the scaled image lands at a
+    random place inside the canvas. Pixels outside the scaled image are 0,
+    like the host's bottom/right padding.
+
+    Boxes get the same map, are clipped to the canvas, and are dropped when
+    less than `min_size` px wide or high remains (mask False, coordinates 0).
+    Padded rows (mask False) stay zeros and False; no NaN is produced. With
+    `flip`, image and boxes are mirrored together with probability 1/2
+    (x0' = S - x1, x1' = S - x0).
+
+    Each example's key is split into (jitter key, flip key); the jitter key
+    drives `_scale_jitter_params`.
+
+    Args:
+        images: uint8 [B, S, S, C] canvases.
+        boxes: float32 [B, M, 4] xyxy in canvas pixels.
+        box_mask: bool [B, M], True for real boxes.
+        rng: PRNG key for the whole batch.
+        scale_range: (low, high) of the uniform scale factor, e.g. (0.5, 1.5).
+        flip: Whether to flip each example horizontally with probability 1/2.
+        mean: Per-channel mean of the [0, 1]-scaled pixels.
+        std: Per-channel standard deviation of the [0, 1]-scaled pixels.
+        min_size: Boxes with a clipped width or height below this are dropped.
+
+    Returns:
+        (float32 [B, S, S, C] normalized images, float32 [B, M, 4] boxes,
+        bool [B, M] box_mask).
+    """
+    size = images.shape[1]  # S
+
+    def one(image, boxes, mask, key):
+        jitter_key, flip_key = jax.random.split(key)
+        s, tx, ty = _scale_jitter_params(jitter_key, size, scale_range)
+        image = jax.image.scale_and_translate(
+            image.astype(jnp.float32),
+            shape=image.shape,
+            spatial_dims=(0, 1),
+            scale=jnp.stack([s, s]),
+            translation=jnp.stack([ty, tx]),
+            method="bilinear",
+            antialias=True,
+        )  # [S, S, C], 0 outside the scaled image
+        shift = jnp.stack([tx, ty, tx, ty])  # [4]
+        boxes = jnp.clip(boxes.astype(jnp.float32) * s + shift, 0, size)  # [M, 4]
+        if flip:
+            flipped = jax.random.bernoulli(flip_key)
+            x0, y0, x1, y1 = jnp.moveaxis(boxes, -1, 0)  # 4 x [M]
+            mirrored = jnp.stack([size - x1, y0, size - x0, y1], axis=-1)  # [M, 4]
+            image = jnp.where(flipped, image[:, ::-1], image)
+            boxes = jnp.where(flipped, mirrored, boxes)
+        width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]  # [M]
+        # NaN compares False, so a NaN row is dropped and zeroed too.
+        keep = mask & (width >= min_size) & (height >= min_size)  # [M]
+        boxes = jnp.where(keep[:, None], boxes, 0.0)  # [M, 4]
+        return image, boxes, keep
+
+    keys = jax.random.split(rng, images.shape[0])  # [B] keys
+    images, boxes, box_mask = jax.vmap(one)(images, boxes, box_mask, keys)
+    return _normalize(images, mean, std), boxes, box_mask
+
+
+def detection_eval(
+    images: jax.Array,
+    *,
+    mean: float | Sequence[float],
+    std: float | Sequence[float],
+) -> jax.Array:
+    """Normalize only: the host already produced the fixed S x S canvas.
+
+    Args:
+        images: uint8 [B, S, S, C].
+        mean: Per-channel mean of the [0, 1]-scaled pixels.
+        std: Per-channel standard deviation of the [0, 1]-scaled pixels.
+
+    Returns:
+        float32 [B, S, S, C].
+    """
+    return _normalize(images.astype(jnp.float32), mean, std)
+
+
 def _normalize(
     images: jax.Array, mean: float | Sequence[float], std: float | Sequence[float]
 ) -> jax.Array:
@@ -146,3 +244,20 @@ def _random_resized_crop(image: jax.Array, key: jax.Array, size: int) -> jax.Arr
         method="bilinear",
         antialias=True,
     )  # [size, size, C]
+
+
+def _scale_jitter_params(
+    key: jax.Array, size: int, scale_range: tuple[float, float]
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Samples one example's scale s and translation (tx, ty): p' = p * s + t.
+
+    s ~ Uniform(scale_range); tx, ty are independently uniform between 0 and
+    (1 - s) * size: negative for s > 1 (the size x size window stays inside
+    the scaled image), positive for s < 1 (the scaled image stays inside the
+    canvas), 0 for s = 1.
+    """
+    scale_key, shift_key = jax.random.split(key)
+    low, high = scale_range
+    s = jax.random.uniform(scale_key, (), minval=low, maxval=high)  # []
+    shift = jax.random.uniform(shift_key, (2,)) * (1 - s) * size  # [2] = (tx, ty)
+    return s, shift[0], shift[1]

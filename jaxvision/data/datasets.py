@@ -21,7 +21,7 @@ _CATALOG_URL = "https://www.tensorflow.org/datasets/catalog/overview"
 
 # The tfds builders defined in jaxvision (importing `jaxvision.data` registers
 # them); they are prepared locally on first use. Add new builders here.
-BUILTIN_DATASETS = ("digits",)
+BUILTIN_DATASETS = ("digits", "digit_detection")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,12 +33,15 @@ class DatasetInfo:
         class_names: One name per class, indexed by label.
         num_examples: Examples per split; empty while the dataset is not prepared.
         image_shape: (H, W, C) of every image, or None when sizes vary.
+        is_detection: Whether records hold object boxes ("objects", as in
+            tfds `coco`) rather than one label per image.
     """
 
     num_classes: int
     class_names: tuple[str, ...]
     num_examples: dict[str, int]
     image_shape: tuple[int, int, int] | None
+    is_detection: bool = False
 
 
 def load_source(name: str, split: str, data_dir: str | None = None) -> Sequence[Any]:
@@ -76,13 +79,15 @@ def dataset_info(name: str, data_dir: str | None = None) -> DatasetInfo:
         data_dir: The tfds data dir; None means tfds's default.
     """
     info = _builder(name, data_dir).info
-    label = info.features["label"]
+    is_detection = "objects" in info.features
+    label = info.features["objects"]["label"] if is_detection else info.features["label"]
     shape = tuple(info.features["image"].shape)  # (H, W, C); None where it varies.
     return DatasetInfo(
         num_classes=label.num_classes,
         class_names=tuple(label.names),
         num_examples={s: info.splits[s].num_examples for s in info.splits},
         image_shape=None if None in shape else shape,
+        is_detection=is_detection,
     )
 
 

@@ -69,13 +69,10 @@ class Digits(tfds.core.GeneratorBasedBuilder):
     ) -> dict[str, Iterator[tuple[int, dict[str, np.ndarray | int]]]]:
         del dl_manager  # The data ships with scikit-learn.
         images, labels = load_digits_uint8()
-        ids = np.arange(len(labels))
-        train_ids, test_ids = model_selection.train_test_split(
-            ids, test_size=_NUM_TEST, stratify=labels, random_state=_SPLIT_SEED
-        )
+        train_ids, test_ids = split_ids()
         return {
-            "train": self._generate_examples(images, labels, np.sort(train_ids)),
-            "test": self._generate_examples(images, labels, np.sort(test_ids)),
+            "train": self._generate_examples(images, labels, train_ids),
+            "test": self._generate_examples(images, labels, test_ids),
         }
 
     def _generate_examples(
@@ -91,3 +88,19 @@ def load_digits_uint8() -> tuple[np.ndarray, np.ndarray]:
     raw = sk_datasets.load_digits()
     images = np.rint(raw.images * (255.0 / _MAX_SKLEARN_VALUE)).astype(np.uint8)
     return images[..., None], raw.target  # [N, 8, 8, 1], [N]
+
+
+def split_ids() -> tuple[np.ndarray, np.ndarray]:
+    """Returns the fixed stratified split as sorted sklearn ids: ([1437], [360]).
+
+    Every builder made from these digits uses this split, so no test example
+    of one is ever seen in training by another.
+    """
+    _, labels = load_digits_uint8()
+    train_ids, test_ids = model_selection.train_test_split(
+        np.arange(len(labels)),
+        test_size=_NUM_TEST,
+        stratify=labels,
+        random_state=_SPLIT_SEED,
+    )
+    return np.sort(train_ids), np.sort(test_ids)

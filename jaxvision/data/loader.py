@@ -22,6 +22,7 @@ from typing import Any
 import grain.python as grain
 import jax
 import numpy as np
+from absl import logging
 from PIL import Image
 
 from jaxvision.data import datasets
@@ -174,7 +175,7 @@ def make_train_iterator(
     global_batch_size: int,
     seed: int,
     sharding: jax.sharding.NamedSharding,
-    resize_size: int | None = None,
+    decode: "Decode | None" = None,
     worker_count: int = 0,
     cache: bool = False,
 ) -> TrainIterator:
@@ -192,20 +193,22 @@ def make_train_iterator(
         global_batch_size: Examples per batch over all processes.
         seed: Shuffle seed, in [0, 2**32).
         sharding: Sharding of the batch, e.g. `NamedSharding(mesh, P("data"))`.
-        resize_size: Host resize: shorter side to this, then center square crop.
-            Required when the dataset's images vary in size.
+        decode: Record -> fixed-shape example (`ClassificationDecode()` when
+            None; `DetectionDecode` for detection datasets).
         worker_count: grain worker processes for decoding (0: in this process).
         cache: Keep every record in memory after its first read (for datasets
             that fit in RAM: tfds's per-record deserialization then happens
             once, not every epoch).
 
     Returns:
-        A `TrainIterator` of {"image": uint8 [B, H, W, C], "label": int32 [B]}.
+        A `TrainIterator` of `decode`'s examples stacked into global batches,
+        e.g. {"image": uint8 [B, H, W, C], "label": int32 [B]}.
     """
     local_batch_size = _local_batch_size(global_batch_size, sharding)
     if not 0 <= seed < 2**32:
         raise UserError(f"config.seed={seed} must be in [0, 2**32); pick another seed.")
-    source = _checked_source(name, split, data_dir, resize_size, cache)
+    decode = decode or ClassificationDecode()
+    source = _checked_source(name, split, data_dir, decode, cache)
     if not len(source):
         raise UserError(
             f"The train split {split!r} of {name!r} is empty; set "
@@ -220,7 +223,7 @@ def make_train_iterator(
         seed=seed,
         process_index=block,
         process_count=num_blocks,
-        resize_size=resize_size,
+        decode=decode,
     )
     order = {
         "seed": seed,
@@ -307,17 +310,18 @@ def host_train_batches(
     seed: int,
     process_index: int,
     process_count: int,
-    resize_size: int | None = None,
+    decode: "Decode | None" = None,
 ) -> grain.MapDataset:
     """One process's numpy train batches (see `train_shard`), random access.
 
-    Element k is {"image": uint8 [local_batch_size, H, W, C], "label": int32
-    [local_batch_size]}, read (lazily) from this process's indices only.
+    Element k is `decode`'s examples of this process's part of global batch k,
+    stacked (e.g. {"image": uint8 [local_batch_size, H, W, C], "label": int32
+    [local_batch_size]}), read lazily.
     """
     indices = train_shard(
         len(source), local_batch_size, seed, process_index, process_count
     )
-    return indices.map(_ReadBatch(source, resize_size))
+    return indices.map(_ReadBatch(source, decode or ClassificationDecode()))
 
 
 def make_eval_iterator(
@@ -327,7 +331,7 @@ def make_eval_iterator(
     *,
     global_batch_size: int,
     sharding: jax.sharding.NamedSharding,
-    resize_size: int | None = None,
+    decode: "Decode | None" = None,
     worker_count: int = 0,
 ) -> Iterator[dict[str, jax.Array]]:
     """Returns one pass over a split in fixed order, every example exactly once.
@@ -342,21 +346,22 @@ def make_eval_iterator(
         data_dir: tfds data dir; None means tfds's default.
         global_batch_size: Examples per batch over all processes.
         sharding: Sharding of the batch, e.g. `NamedSharding(mesh, P("data"))`.
-        resize_size: Host resize, as in `make_train_iterator`.
+        decode: Record -> example, as in `make_train_iterator`.
         worker_count: grain worker processes for decoding (0: in this process).
 
     Returns:
-        An iterator of {"image": uint8 [B, H, W, C], "label": int32 [B],
-        "mask": bool [B]}.
+        An iterator of `decode`'s examples in global batches with a "mask" bool
+        [B], e.g. {"image": uint8 [B, H, W, C], "label": int32 [B], "mask": bool [B]}.
     """
     local_batch_size = _local_batch_size(global_batch_size, sharding)
-    source = _checked_source(name, split, data_dir, resize_size)
+    decode = decode or ClassificationDecode()
+    source = _checked_source(name, split, data_dir, decode)
     host_batches = host_eval_batches(
         source,
         local_batch_size=local_batch_size,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
-        resize_size=resize_size,
+        decode=decode,
         worker_count=worker_count,
     )
     return (
@@ -392,7 +397,7 @@ def host_eval_batches(
     local_batch_size: int,
     process_index: int,
     process_count: int,
-    resize_size: int | None = None,
+    decode: "Decode | None" = None,
     worker_count: int = 0,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yields one process's padded numpy eval batches (see `make_eval_iterator`)."""
@@ -408,7 +413,7 @@ def host_eval_batches(
             shuffle=False,
             num_epochs=1,
         ),
-        operations=[_Decode(resize_size), grain.Batch(local_batch_size)],
+        operations=[decode or ClassificationDecode(), grain.Batch(local_batch_size)],
         worker_count=worker_count,
         read_options=_READ_OPTIONS,
     )
@@ -438,28 +443,151 @@ class _PaddedShard:
         return f"_PaddedShard({self._source!r}, {len(self._indices)} of {self._length})"
 
 
-class _Decode(grain.MapTransform):
-    """tfds record -> {"image": uint8 [H, W, C], "label": int32 [] (, "mask")}."""
+class Decode(grain.MapTransform):
+    """A tfds record -> one example of NumPy arrays whose shapes never vary.
 
-    def __init__(self, resize_size: int | None):
-        self._resize_size = resize_size
+    Subclasses implement `decode` and `check`; `map` adds the eval "mask".
+    """
 
     def map(self, record: dict[str, Any]) -> dict[str, np.ndarray]:
-        image = np.asarray(record["image"], np.uint8)  # [H, W, C]
-        if self._resize_size is not None:
-            image = resize_and_center_crop(image, self._resize_size)
-        example = {"image": image, "label": np.int32(record["label"])}
-        if "mask" in record:
+        example = self.decode(record)
+        if "mask" in record:  # Eval padding (see `_PaddedShard`).
             example["mask"] = np.bool_(record["mask"])
         return example
 
+    def decode(self, record: dict[str, Any]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def check(self, name: str, info: datasets.DatasetInfo) -> None:
+        """Raises UserError if this decode cannot give `name`'s records static shapes."""
+
+
+class ClassificationDecode(Decode):
+    """Record -> {"image": uint8 [H, W, C], "label": int32 []}.
+
+    Attributes:
+        resize_size: Host resize: shorter side to this, then center square crop.
+            Required when the dataset's images vary in size.
+    """
+
+    def __init__(self, resize_size: int | None = None):
+        self.resize_size = resize_size
+
+    def decode(self, record: dict[str, Any]) -> dict[str, np.ndarray]:
+        image = np.asarray(record["image"], np.uint8)  # [H, W, C]
+        if self.resize_size is not None:
+            image = resize_and_center_crop(image, self.resize_size)
+        return {"image": image, "label": np.int32(record["label"])}
+
+    def check(self, name: str, info: datasets.DatasetInfo) -> None:
+        if info.is_detection:
+            raise UserError(
+                f"Dataset {name!r} is a detection dataset; train it with a detection "
+                "config (config.task = 'detection')."
+            )
+        if self.resize_size is None and info.image_shape is None:
+            raise UserError(
+                f"Dataset {name!r} has images of varying size; set config.data.resize_size "
+                "(e.g. 256) so they are resized to one shape on the host."
+            )
+
+
+class DetectionDecode(Decode):
+    """Detection record (tfds `coco` layout) -> fixed canvas and padded boxes.
+
+    The record holds "image" uint8 [H, W, C], "image/id" and "objects" with
+    "bbox" float [N, 4] normalized (ymin, xmin, ymax, xmax), "label" int [N]
+    and optionally "is_crowd" bool [N]. The image is resized (bilinear) so its
+    longer side is `image_size`, placed at the top-left of a zero canvas, and
+    its boxes are converted to canvas pixels, xyxy.
+
+    Degenerate boxes follow one rule: a box is clipped to the image, and
+    dropped (with a warning naming the example id, once per example) when a
+    coordinate is NaN or its clipped width or height is not positive.
+
+    Attributes:
+        image_size: Side S of the square canvas.
+        max_boxes: M, the padded number of boxes; an example with more boxes
+            raises UserError naming config.data.max_boxes.
+    """
+
+    def __init__(self, image_size: int, max_boxes: int):
+        self.image_size = image_size
+        self.max_boxes = max_boxes
+        self._warned: set[int] = set()  # Example ids with dropped boxes, reported once.
+
+    def decode(self, record: dict[str, Any]) -> dict[str, np.ndarray]:
+        image = np.asarray(record["image"], np.uint8)  # [H, W, C]
+        height, width, channels = image.shape
+        image_id = int(record["image/id"])
+        scale = self.image_size / max(height, width)
+        new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+        canvas = np.zeros((self.image_size, self.image_size, channels), np.uint8)
+        canvas[:new_h, :new_w] = _resize(image, new_h, new_w)  # [S, S, C]
+
+        objects = record["objects"]
+        yxyx = np.asarray(objects["bbox"], np.float32).reshape(-1, 4)  # [N, 4]
+        size = np.array([new_w, new_h, new_w, new_h], np.float32)
+        boxes = yxyx[:, [1, 0, 3, 2]] * size  # [N, 4] xyxy canvas pixels
+        labels = np.asarray(objects["label"], np.int32).reshape(-1)  # [N]
+        crowd = np.asarray(
+            objects.get("is_crowd", np.zeros(len(labels), bool)), bool
+        ).reshape(-1)  # [N]
+        finite = np.isfinite(boxes).all(axis=1)  # [N]
+        boxes = np.clip(np.nan_to_num(boxes), 0, size)  # [N, 4]
+        keep = finite & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        if not keep.all() and image_id not in self._warned:
+            self._warned.add(image_id)
+            logging.warning(
+                "Example %d: dropped %d of %d boxes that are NaN or have no area "
+                "inside the image.", image_id, int((~keep).sum()), len(keep),
+            )
+        boxes, labels, crowd = boxes[keep], labels[keep], crowd[keep]
+        num = len(labels)
+        if num > self.max_boxes:
+            raise UserError(
+                f"Example {image_id} has {num} objects, more than "
+                f"config.data.max_boxes={self.max_boxes}; raise config.data.max_boxes "
+                f"to at least {num}."
+            )
+        pad = self.max_boxes - num
+        return {
+            "image": canvas,
+            "boxes": np.pad(boxes, ((0, pad), (0, 0))),  # [M, 4]
+            "labels": np.pad(labels, (0, pad)),  # [M]
+            "box_mask": np.arange(self.max_boxes) < num,  # [M]
+            "crowd": np.pad(crowd, (0, pad)),  # [M]
+            "image_id": np.int32(image_id),
+            # (x, y) canvas pixels per original pixel: eval maps boxes back with it.
+            "scale": np.array([new_w / width, new_h / height], np.float32),  # [2]
+            "height": np.int32(height),
+            "width": np.int32(width),
+        }
+
+    def check(self, name: str, info: datasets.DatasetInfo) -> None:
+        if not info.is_detection:
+            raise UserError(
+                f"Dataset {name!r} has no object boxes ('objects'); use a detection "
+                "dataset (e.g. digit_detection or coco/2017) with a detection config."
+            )
+
+
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of uint8 [H, W, C] to [height, width, C] (a no-op if equal)."""
+    if image.shape[:2] == (height, width):
+        return image
+    channels = image.shape[-1]
+    pil = Image.fromarray(image[..., 0] if channels == 1 else image)
+    resized = np.asarray(pil.resize((width, height), Image.Resampling.BILINEAR))
+    return resized.reshape(height, width, channels)
+
 
 class _ReadBatch(grain.MapTransform):
-    """Example indices int [B] -> {"image": uint8 [B, H, W, C], "label": int32 [B]}."""
+    """Example indices int [B] -> `decode`'s examples stacked, e.g. image [B, H, W, C]."""
 
-    def __init__(self, source: Sequence[Any], resize_size: int | None):
+    def __init__(self, source: Sequence[Any], decode: Decode):
         self._source = source
-        self._decode = _Decode(resize_size)
+        self._decode = decode
 
     def map(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         examples = [self._decode.map(self._source[int(i)]) for i in indices]
@@ -567,17 +695,9 @@ class _CachedSource:
 
 
 def _checked_source(
-    name: str, split: str, data_dir: str | None, resize_size: int | None,
-    cache: bool = False,
+    name: str, split: str, data_dir: str | None, decode: Decode, cache: bool = False,
 ) -> Sequence[Any]:
     """Loads the source (cached in memory if asked) and checks for static shapes."""
-    if (
-        resize_size is None
-        and datasets.dataset_info(name, data_dir).image_shape is None
-    ):
-        raise UserError(
-            f"Dataset {name!r} has images of varying size; set config.data.resize_size "
-            "(e.g. 256) so they are resized to one shape on the host."
-        )
+    decode.check(name, datasets.dataset_info(name, data_dir))
     source = datasets.load_source(name, split, data_dir)
     return _CachedSource(source) if cache else source

@@ -127,3 +127,174 @@ def test_random_resized_crop_falls_back_to_a_center_box():
     left = (64 - 8 / 3) / 2
     expected = [((j + 0.5) / 1.5 + left - 0.5) / 255 for j in range(4)]
     np.testing.assert_allclose(out[0, :, :, 0], np.tile(expected, (4, 1)), rtol=1e-5)
+
+
+# Detection: scale jitter + flip with boxes kept in sync.
+_det_train = jax.jit(
+    augment.detection_train,
+    static_argnames=("scale_range", "flip", "mean", "std", "min_size"),
+)
+_det_eval = jax.jit(augment.detection_eval, static_argnames=("mean", "std"))
+
+
+def _rectangle_images(batch, size, box) -> np.ndarray:
+    """uint8 [batch, size, size, 1]: black with a white integer `box` (xyxy)."""
+    x0, y0, x1, y1 = box
+    images = np.zeros((batch, size, size, 1), np.uint8)
+    images[:, y0:y1, x0:x1] = 255
+    return images
+
+
+def _bright_box(image: np.ndarray) -> np.ndarray | None:
+    """xyxy bounding box of the pixels above half intensity, None if none."""
+    ys, xs = np.nonzero(image[..., 0] > 0.5)
+    if len(xs) == 0:
+        return None
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+
+
+def _check_boxes_match_pixels(images, boxes, mask, row=0) -> int:
+    """Kept boxes equal their bright-pixel box within 1 px; returns #dropped."""
+    dropped = 0
+    for image, box, keep in zip(images, boxes[:, row], mask[:, row], strict=True):
+        bright = _bright_box(image)
+        if keep:
+            assert bright is not None
+            np.testing.assert_allclose(box, bright, atol=1.0)
+        else:
+            dropped += 1
+            np.testing.assert_array_equal(box, 0)
+            # Less than 1 px of the box is left: at most a one-pixel sliver.
+            if bright is not None:
+                assert min(bright[2] - bright[0], bright[3] - bright[1]) <= 1
+    return dropped
+
+
+def test_detection_eval_normalizes():
+    images = _images((2, 8, 8, 3))
+    out = _det_eval(images, mean=_MEAN, std=_STD)
+    assert out.dtype == np.float32 and out.shape == (2, 8, 8, 3)
+    np.testing.assert_allclose(out, _normalized(images), rtol=1e-6, atol=1e-6)
+
+
+def test_detection_train_unit_scale_without_flip_is_identity():
+    images = _images((4, 16, 16, 3))
+    boxes = np.zeros((4, 3, 4), np.float32)
+    boxes[:, 0] = [1.5, 2.0, 10.0, 12.25]
+    boxes[:, 1] = [0.0, 0.0, 16.0, 16.0]
+    mask = np.array([[True, True, False]] * 4)
+    out, out_boxes, out_mask = _det_train(
+        images,
+        boxes,
+        mask,
+        jax.random.key(0),
+        scale_range=(1.0, 1.0),
+        flip=False,
+        mean=_MEAN,
+        std=_STD,
+    )
+    assert out.dtype == np.float32 and out.shape == (4, 16, 16, 3)
+    np.testing.assert_allclose(out, _normalized(images), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out_boxes, boxes, atol=1e-5)
+    np.testing.assert_array_equal(out_mask, mask)
+
+
+def test_detection_train_boxes_follow_the_pixels():
+    size, box, batch = 32, (6, 8, 18, 20), 64
+    images = _rectangle_images(batch, size, box)
+    boxes = np.zeros((batch, 2, 4), np.float32)
+    boxes[:, 0] = box
+    mask = np.array([[True, False]] * batch)
+    kwargs = {"scale_range": (0.5, 1.5), "mean": 0.0, "std": 1.0}
+    results = {}
+    for flip in (False, True):
+        out, out_boxes, out_mask = map(
+            np.asarray,
+            _det_train(images, boxes, mask, jax.random.key(1), flip=flip, **kwargs),
+        )
+        # Each example has its own key: this checks `batch` random draws.
+        assert _check_boxes_match_pixels(out, out_boxes, out_mask) == 0
+        np.testing.assert_array_equal(out_boxes[:, 1], 0)
+        assert not out_mask[:, 1].any()
+        # The jitter really resizes and moves the box (width 12 at scale 1).
+        widths = out_boxes[:, 0, 2] - out_boxes[:, 0, 0]
+        assert widths.min() < 8 and widths.max() > 16
+        assert len(np.unique(out_boxes[:, 0, 0].round(1))) > batch // 2
+        results[flip] = out_boxes[:, 0]
+    # Same key, same jitter: flipped examples are the mirror of the plain ones.
+    plain, flipped = results[False], results[True]
+    mirrored = np.stack(
+        [size - plain[:, 2], plain[:, 1], size - plain[:, 0], plain[:, 3]], -1
+    )
+    was_flipped = np.all(np.abs(flipped - mirrored) < 1e-4, axis=-1)
+    was_kept = np.all(np.abs(flipped - plain) < 1e-4, axis=-1)
+    assert (was_flipped | was_kept).all()
+    assert 0 < was_flipped.sum() < batch  # Per example, not per batch.
+
+
+def test_detection_train_drops_boxes_that_leave_the_canvas():
+    size, corner = 32, (28, 28, 32, 32)
+    images = _rectangle_images(32, size, corner)
+    boxes = np.zeros((32, 4, 4), np.float32)
+    boxes[:, 0] = corner  # Scaled by 2 it is in view only near the largest shift.
+    boxes[:, 1] = [10.0, 10.0, 10.4, 20.0]  # 0.8 px wide at scale 2: always dropped.
+    boxes[:, 2] = [1.0, 1.0, 9.0, 9.0]  # Padding with garbage: must come out zero.
+    boxes[:, 3] = np.nan  # Padding that is NaN: must come out zero too.
+    mask = np.array([[True, True, False, False]] * 32)
+    out, out_boxes, out_mask = map(
+        np.asarray,
+        _det_train(
+            images,
+            boxes,
+            mask,
+            jax.random.key(2),
+            scale_range=(2.0, 2.0),
+            flip=True,
+            mean=0.0,
+            std=1.0,
+        ),
+    )
+    assert np.isfinite(out).all() and np.isfinite(out_boxes).all()
+    dropped = _check_boxes_match_pixels(out, out_boxes, out_mask)
+    assert dropped > len(images) // 2
+    assert not out_mask[:, 1:].any()
+    np.testing.assert_array_equal(out_boxes[:, 1:], 0)
+
+
+def test_detection_train_boxes_match_a_numpy_reference():
+    size, batch, scale_range, min_size = 24, 16, (0.5, 1.5), 2.0
+    gen = np.random.default_rng(0)
+    corners = gen.uniform(0, size, (batch, 6, 2, 2)).astype(np.float32)
+    boxes = np.concatenate([corners.min(2), corners.max(2)], -1)  # [B, 6, 4]
+    mask = gen.random((batch, 6)) < 0.8
+    boxes[~mask] = 0
+    rng = jax.random.key(3)
+    _, out_boxes, out_mask = _det_train(
+        _images((batch, size, size, 3)),
+        boxes,
+        mask,
+        rng,
+        scale_range=scale_range,
+        flip=False,
+        mean=_MEAN,
+        std=_STD,
+        min_size=min_size,
+    )
+    # The same key derivation as `detection_train`: one key per example, split
+    # into (jitter key, flip key).
+    params = jax.vmap(
+        lambda key: augment._scale_jitter_params(
+            jax.random.split(key)[0], size, scale_range
+        )
+    )(jax.random.split(rng, batch))
+    for i, (s, tx, ty) in enumerate(zip(*map(np.asarray, params), strict=True)):
+        assert scale_range[0] <= s <= scale_range[1]
+        low, high = sorted((0.0, (1 - s) * size))
+        assert low <= tx <= high and low <= ty <= high
+        expected = np.clip(boxes[i] * s + [tx, ty, tx, ty], 0, size)
+        wh = expected[:, 2:] - expected[:, :2]
+        keep = mask[i] & (wh >= min_size).all(-1)
+        expected[~keep] = 0
+        np.testing.assert_array_equal(out_mask[i], keep)
+        np.testing.assert_allclose(out_boxes[i], expected, atol=1e-4)
+    assert 0 < (mask & ~np.asarray(out_mask)).sum()  # Some real boxes dropped.

@@ -291,7 +291,7 @@ def test_variable_size_imagenet_is_resized_on_the_host(sharding):
             global_batch_size=8,
             seed=0,
             sharding=sharding,
-            resize_size=32,
+            decode=data.ClassificationDecode(resize_size=32),
         )
         train_batch = next(iterator)
         iterator.close()
@@ -302,7 +302,7 @@ def test_variable_size_imagenet_is_resized_on_the_host(sharding):
                 None,
                 global_batch_size=8,
                 sharding=sharding,
-                resize_size=32,
+                decode=data.ClassificationDecode(resize_size=32),
             )
         )
     assert train_batch["image"].shape == (8, 32, 32, 3)

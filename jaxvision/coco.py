@@ -1,0 +1,295 @@
+"""COCO-format JSON and box AP/AR computed by pycocotools (host side, NumPy).
+
+The metrics are pycocotools' `COCOeval(iouType="bbox")`, run unchanged, so the
+numbers are the reference definitions exactly (101-point interpolated
+precision, IoU thresholds 0.50:0.05:0.95, area ranges small < 32**2 <= medium
+< 96**2 <= large, at most 1/10/100 detections per image and category).
+
+Conventions:
+
+- Boxes given to this module are xyxy (`x0, y0, x1, y1`, see
+  `jaxvision.ops.boxes`) in ORIGINAL image pixels, as floats. COCO JSON uses
+  `bbox = [x, y, width, height]`; both are written rounded to 2 decimals
+  (0.01 pixel, as in COCO's own annotation files; this also removes float32
+  noise from boxes that went through a resize and back).
+- A ground-truth `area` is the box area `w * h` (there are no masks here), so
+  APs/APm/APl bin objects by box area, not by the mask area of the official
+  COCO annotations.
+- Scores are written rounded to 6 decimals. pycocotools sorts by score with a
+  stable sort, so scores that round to the same value keep their input order.
+- Category ids are the dataset's 0-based label + 1 (COCO ids start at 1);
+  category names come from `class_names`, in label order.
+- Image ids are the dataset's integer image ids.
+
+Metric keys, in `COCOeval.stats` order: `AP, AP50, AP75, APs, APm, APl, AR1,
+AR10, AR100, ARs, ARm, ARl`. As in pycocotools, a metric with nothing to
+measure is -1: e.g. `APm = ARm = -1` when the ground truth has no medium
+objects, and every metric is -1 when it has no (non-crowd) objects at all.
+Categories without ground-truth objects are left out of the means.
+"""
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from jaxvision.errors import UserError
+
+METRIC_NAMES = (
+    "AP", "AP50", "AP75", "APs", "APm", "APl",
+    "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
+)  # fmt: skip
+_BOX_DECIMALS = 2
+_SCORE_DECIMALS = 6
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ImageAnnotations:
+    """The ground truth of one image.
+
+    Attributes:
+      image_id: the dataset's integer image id.
+      height: image height in pixels.
+      width: image width in pixels.
+      boxes: `[N, 4]` float xyxy boxes in original image pixels.
+      labels: `[N]` int 0-based class labels.
+      crowd: `[N]` bool, True for COCO "iscrowd" regions (ignored by the
+        metrics: a detection matching one is neither a TP nor an FP).
+    """
+
+    image_id: int
+    height: int
+    width: int
+    boxes: np.ndarray  # [N, 4]
+    labels: np.ndarray  # [N]
+    crowd: np.ndarray  # [N]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ImageDetections:
+    """The detections of one image.
+
+    Attributes:
+      image_id: the dataset's integer image id.
+      boxes: `[K, 4]` float xyxy boxes in original image pixels.
+      scores: `[K]` float confidences.
+      labels: `[K]` int 0-based class labels.
+    """
+
+    image_id: int
+    boxes: np.ndarray  # [K, 4]
+    scores: np.ndarray  # [K]
+    labels: np.ndarray  # [K]
+
+
+def _xywh(boxes: np.ndarray, image_id: int) -> np.ndarray:
+    """`[N, 4]` xyxy -> `[N, 4]` COCO `[x, y, w, h]`, rounded; N may be 0."""
+    boxes = np.asarray(boxes, np.float64)
+    if boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise UserError(
+            f"Image {image_id} has boxes of shape {boxes.shape}; pass an [N, 4] "
+            "array of xyxy boxes."
+        )
+    if not np.isfinite(boxes).all():
+        raise UserError(
+            f"Image {image_id} has a non-finite box coordinate; drop or fix "
+            "NaN/inf boxes before converting to COCO JSON."
+        )
+    xyxy = np.round(boxes, _BOX_DECIMALS)  # [N, 4]
+    wh = np.round(xyxy[:, 2:] - xyxy[:, :2], _BOX_DECIMALS)  # [N, 2]
+    return np.concatenate([xyxy[:, :2], wh], axis=1)  # [N, 4]
+
+
+def _labels(labels: np.ndarray, n: int, num_classes: int | None, image_id: int) -> np.ndarray:
+    """`[N]` int labels, checked against the box count and class range."""
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)  # [N]
+    if labels.shape[0] != n:
+        raise UserError(
+            f"Image {image_id} has {n} boxes but {labels.shape[0]} labels; pass "
+            "one label per box."
+        )
+    too_big = num_classes is not None and (labels >= num_classes).any()
+    if too_big or (labels < 0).any():
+        raise UserError(
+            f"Image {image_id} has label(s) {sorted(set(labels.tolist()))} outside "
+            f"[0, {num_classes if num_classes is not None else 'num_classes'}); "
+            "drop padding (-1) labels and pass class_names with every class."
+        )
+    return labels
+
+
+def ground_truth(images: Sequence[ImageAnnotations], class_names: Sequence[str]) -> dict:
+    """COCO "instances" dict of the ground truth.
+
+    Args:
+      images: one entry per image, with distinct `image_id`s; images without
+        objects (N = 0) are kept, so detections on them count as false
+        positives.
+      class_names: `[C]` names; label `i` becomes category id `i + 1`.
+
+    Returns:
+      `{"images": [{"id", "height", "width"}], "annotations": [{"id"
+      (1-based, unique), "image_id", "category_id", "bbox" [x, y, w, h],
+      "area" (w * h), "iscrowd" 0/1}], "categories": [{"id", "name"}]}`.
+    """
+    out_images, annotations, seen = [], [], set()
+    for image in images:
+        image_id = int(image.image_id)
+        if image_id in seen:
+            raise UserError(
+                f"Image id {image_id} appears twice in the ground truth; give "
+                "each image one ImageAnnotations entry."
+            )
+        seen.add(image_id)
+        out_images.append(
+            {"id": image_id, "height": int(image.height), "width": int(image.width)}
+        )
+        xywh = _xywh(image.boxes, image_id)  # [N, 4]
+        labels = _labels(image.labels, len(xywh), len(class_names), image_id)  # [N]
+        crowd = np.asarray(image.crowd, bool).reshape(-1)  # [N]
+        if crowd.shape[0] != len(xywh):
+            raise UserError(
+                f"Image {image_id} has {len(xywh)} boxes but {crowd.shape[0]} crowd "
+                "flags; pass one flag per box."
+            )
+        for box, label, is_crowd in zip(xywh.tolist(), labels.tolist(), crowd.tolist()):
+            annotations.append({
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": label + 1,
+                "bbox": box,
+                "area": round(box[2] * box[3], 2 * _BOX_DECIMALS),
+                "iscrowd": int(is_crowd),
+            })
+    categories = [{"id": i + 1, "name": str(name)} for i, name in enumerate(class_names)]
+    return {"images": out_images, "annotations": annotations, "categories": categories}
+
+
+def detections(dets: Sequence[ImageDetections]) -> list[dict]:
+    """COCO results list of the detections.
+
+    Args:
+      dets: one entry per image (K may be 0); padding must already be dropped.
+
+    Returns:
+      `[{"image_id", "category_id", "bbox" [x, y, w, h], "score"}]`, boxes
+      rounded to 2 decimals and scores to 6.
+    """
+    results = []
+    for image in dets:
+        image_id = int(image.image_id)
+        xywh = _xywh(image.boxes, image_id)  # [K, 4]
+        labels = _labels(image.labels, len(xywh), None, image_id)  # [K]
+        scores = np.asarray(image.scores, np.float64).reshape(-1)  # [K]
+        if scores.shape[0] != len(xywh) or not np.isfinite(scores).all():
+            raise UserError(
+                f"Image {image_id} has {len(xywh)} boxes but {scores.shape[0]} "
+                "scores (or a non-finite score); pass one finite score per box."
+            )
+        scores = np.round(scores, _SCORE_DECIMALS)  # [K]
+        for box, label, score in zip(xywh.tolist(), labels.tolist(), scores.tolist()):
+            results.append(
+                {"image_id": image_id, "category_id": label + 1, "bbox": box, "score": score}
+            )
+    return results
+
+
+def check_detections(gt: dict, dets: list[dict]) -> None:
+    """Raises UserError when a detection names an image or category `gt` lacks.
+
+    Args:
+      gt: COCO "instances" dict (from `ground_truth` or a COCO file).
+      dets: COCO results list (from `detections` or a results file).
+    """
+    for key, field, what in (("image_id", "images", "image"), ("category_id", "categories", "category")):
+        known = {entry["id"] for entry in gt[field]}
+        missing = [d[key] for d in dets if d[key] not in known]
+        if missing:
+            raise UserError(
+                f"{len(missing)} detection(s) reference {what} id(s) missing from the "
+                f"ground truth (the first is {missing[0]}); evaluate detections "
+                "against the ground truth of the same split and label map."
+            )
+
+
+def evaluate(gt: dict, dets: list[dict]) -> dict[str, float]:
+    """COCO box AP/AR of `dets` against `gt`, by pycocotools.
+
+    Neither argument is modified. With no detections at all (which pycocotools'
+    `loadRes` cannot take) the metrics are those of an empty result set: 0.0
+    for every metric that has ground-truth objects to find, and pycocotools'
+    -1 where it has none (e.g. `APm`/`ARm` without medium objects).
+
+    Args:
+      gt: COCO "instances" dict (from `ground_truth` or a COCO file).
+      dets: COCO results list (from `detections` or a results file).
+
+    Returns:
+      `{name: value}` for the names in `METRIC_NAMES` (`COCOeval.stats`
+      order), as Python floats.
+    """
+    check_detections(gt, dets)
+    # pycocotools adds keys to the annotation dicts it is given ("ignore" on
+    # the ground truth; "id", "area", ... on results): hand it copies.
+    gt = {**gt, "annotations": [dict(a) for a in gt["annotations"]]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        if dets:
+            coco_dt = coco_gt.loadRes([dict(d) for d in dets])
+        else:
+            coco_dt = COCO()
+            coco_dt.dataset = {
+                "images": list(gt["images"]),
+                "categories": list(gt["categories"]),
+                "annotations": [],
+            }
+            coco_dt.createIndex()
+        coco_eval = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return {name: float(value) for name, value in zip(METRIC_NAMES, coco_eval.stats)}
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Writes `obj` as JSON to `path`, creating the parent directory."""
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
+def load_json(path: str, what: str) -> Any:
+    """Reads the JSON file `path`.
+
+    Args:
+      path: the file.
+      what: what the file holds, for the error message (e.g. "ground-truth").
+
+    Raises:
+      UserError: the file is missing, unreadable or not valid JSON.
+    """
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UserError(
+            f"The {what} file {path} does not exist; check the path (or write it first)."
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(
+            f"The {what} file {path} is not readable JSON ({e}); rewrite it or "
+            "point to the right file."
+        ) from None

@@ -1,0 +1,162 @@
+"""Reading input images and drawing detections on them (host side, NumPy + PIL).
+
+`scripts/predict.py` lists and loads the images it is given, runs a detector and
+writes copies with one box, class name and score per detection drawn on them.
+"""
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps, features
+
+from jaxvision.errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+# Distinct, saturated RGB colours; class `label` is drawn in PALETTE[label % 10].
+PALETTE = (
+    (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 190), (255, 225, 25),
+)  # fmt: skip
+_TAG_PAD = 2  # Pixels between a tag's text and the edge of its background.
+
+
+def list_images(path: str) -> list[str]:
+    """Returns `[path]` for a file, or a folder's image files (sorted, non-recursive).
+
+    Images are recognised by their suffix (`IMAGE_SUFFIXES`, any case); hidden
+    files (such as macOS `._name.jpg` companions) are skipped.
+    """
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise UserError(
+            f"Input path {path!r} does not exist; pass an image file or a folder of images."
+        )
+    names = sorted(
+        name for name in os.listdir(path)
+        if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith(".")
+        and os.path.isfile(os.path.join(path, name))
+    )  # fmt: skip
+    if not names:
+        raise UserError(
+            f"Folder {path!r} holds no images; expected files ending in "
+            f"{', '.join(IMAGE_SUFFIXES)}."
+        )
+    return [os.path.join(path, name) for name in names]
+
+
+def load_image(path: str, channels: int) -> np.ndarray:
+    """Reads an image file, applying its EXIF orientation.
+
+    Args:
+        path: Image file (any format PIL reads; the first frame of an animation).
+        channels: 1 for grayscale, 3 for RGB.
+
+    Returns:
+        uint8 [H, W, channels].
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}.")
+    try:
+        with Image.open(path) as img:
+            img.load()  # Decode everything now, so a truncated file fails here.
+            img = ImageOps.exif_transpose(img).convert("L" if channels == 1 else "RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise UserError(
+            f"Cannot read image {path!r} ({e}); check that it is a valid image file."
+        ) from e
+    return np.asarray(img, dtype=np.uint8).reshape(img.height, img.width, channels)  # [H, W, C]
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+    """uint8 [H, W], [H, W, 1] or [H, W, 3] -> a new uint8 [H, W, 3] array."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or not (
+        image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))
+    ):
+        raise ValueError(
+            f"Expected a uint8 [H, W], [H, W, 1] or [H, W, 3] image, got {image.dtype} "
+            f"{image.shape}."
+        )
+    if image.ndim == 2:
+        image = image[:, :, None]  # [H, W, 1]
+    return np.repeat(image, 3 // image.shape[2], axis=2)  # [H, W, 3], always a copy
+
+
+def draw_detections(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    line_width: int | None = None,
+) -> np.ndarray:
+    """Draws each detection as a box outline with a "<class name> <score>" tag.
+
+    Args:
+        image: uint8 [H, W], [H, W, 1] or [H, W, 3]; not modified.
+        boxes: float [K, 4] (x0, y0, x1, y1) in `image` pixels; parts outside
+            the image are clipped.
+        labels: int [K] indices into `class_names` (an index past its end is drawn as the number).
+        scores: float [K].
+        class_names: Names of the classes.
+        line_width: Outline width in pixels; default grows with the image size.
+
+    Returns:
+        uint8 [H, W, 3] RGB copy of `image` with the detections drawn.
+    """
+    rgb = _to_rgb(image)  # [H, W, 3]
+    height, width = rgb.shape[:2]
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)  # [K, 4]
+    labels = np.asarray(labels).reshape(-1)  # [K]
+    scores = np.asarray(scores).reshape(-1)  # [K]
+    if not len(boxes) == len(labels) == len(scores):
+        raise ValueError(f"Got {len(boxes)} boxes, {len(labels)} labels and {len(scores)} scores.")
+    if len(boxes) == 0:
+        return rgb
+    line_width = line_width or max(1, round(max(height, width) / 300))
+    font_size = max(10, round(max(height, width) / 40))
+    # A font size needs FreeType; without it PIL's default is a fixed bitmap font.
+    has_freetype = features.check("freetype2")
+    font = ImageFont.load_default(font_size) if has_freetype else ImageFont.load_default()
+    pil = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(pil)
+    for box, label, score in zip(boxes, labels, scores):
+        (x0, x1), (y0, y1) = np.sort(box[[0, 2]]), np.sort(box[[1, 3]])
+        if not np.all(np.isfinite(box)) or x1 < 0 or y1 < 0 or x0 > width - 1 or y0 > height - 1:
+            continue  # Nothing of it is visible.
+        x0, x1 = np.clip([x0, x1], 0, width - 1).round().astype(int)
+        y0, y1 = np.clip([y0, y1], 0, height - 1).round().astype(int)
+        label = int(label)
+        color = PALETTE[label % len(PALETTE)]
+        draw.rectangle((x0, y0, x1, y1), outline=color, width=line_width)  # Width grows inward.
+        name = class_names[label] if 0 <= label < len(class_names) else str(label)
+        text = f"{name} {float(score):.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tag_w, tag_h = right - left + 2 * _TAG_PAD, bottom - top + 2 * _TAG_PAD
+        tag_x = max(0, min(x0, width - tag_w))
+        tag_y = y0 - tag_h if y0 >= tag_h else y0  # Above the box, else inside it.
+        draw.rectangle((tag_x, tag_y, tag_x + tag_w - 1, tag_y + tag_h - 1), fill=color)
+        luma = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
+        text_color = (0, 0, 0) if luma > 128 else (255, 255, 255)
+        text_xy = (tag_x + _TAG_PAD - left, tag_y + _TAG_PAD - top)
+        draw.text(text_xy, text, fill=text_color, font=font)
+    return np.asarray(pil, dtype=np.uint8)  # [H, W, 3]
+
+
+def save_image(path: str, image: np.ndarray) -> None:
+    """Writes uint8 [H, W], [H, W, 1] or [H, W, 3] `image`; the format follows the suffix.
+
+    The parent folder is created when missing.
+    """
+    image = np.asarray(image)
+    pil = Image.fromarray(image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        pil.save(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(
+            f"Cannot write image {path!r} ({e}); choose a writable path with an image suffix."
+        ) from e

@@ -1,0 +1,175 @@
+"""COCO JSON conversion and pycocotools metrics against hand-computed values."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from jaxvision import coco
+from jaxvision.errors import UserError
+
+CLASSES = ("cat", "dog", "bird")
+
+
+def _image(image_id, boxes, labels, crowd=None, size=(480, 640)):
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)  # [N, 4]
+    crowd = np.zeros(len(boxes), bool) if crowd is None else np.asarray(crowd, bool)
+    return coco.ImageAnnotations(image_id, size[0], size[1], boxes, np.asarray(labels, np.int32), crowd)
+
+
+def _dets(image_id, boxes, scores, labels):
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)  # [K, 4]
+    return coco.ImageDetections(
+        image_id, boxes, np.asarray(scores, np.float32), np.asarray(labels, np.int32)
+    )
+
+
+def _perfect(images):
+    return [_dets(a.image_id, a.boxes, np.ones(len(a.boxes)), a.labels) for a in images]
+
+
+# Small (< 32**2) and large (> 96**2) objects only, one per class per image.
+SCENE = [
+    _image(1, [[10.5, 20.25, 30.5, 40.25], [100, 100, 300, 250]], [0, 1]),  # 20x20 small, 200x150 large
+    _image(2, [[50, 60, 60, 90], [0, 0, 400, 400]], [2, 1]),  # 10x30 small, 400x400 large
+    _image(3, [], []),  # No objects.
+]
+
+
+def _ap(images, dets, classes=CLASSES):
+    return coco.evaluate(coco.ground_truth(images, classes), coco.detections(dets))
+
+
+def test_perfect_detections():
+    got = _ap(SCENE, _perfect(SCENE))
+    assert list(got) == list(coco.METRIC_NAMES)
+    assert all(type(v) is float for v in got.values())
+    for name in ("AP", "AP50", "AP75", "APs", "APl", "AR1", "AR10", "AR100", "ARs", "ARl"):
+        assert got[name] == pytest.approx(1.0), name
+    assert got["APm"] == -1.0 and got["ARm"] == -1.0  # No medium objects.
+
+
+def test_hand_computed_one_miss_one_false_positive():
+    # 2 gt boxes; dets by score: exact match (0.9), false positive (0.8).
+    # Recall reaches 0.5 at precision 1, then stays 0.5 (precision 0.5).
+    # 101-point interpolated precision: 1 at recall 0.00..0.50 (51 points),
+    # 0 beyond (recall never exceeds 0.5) -> AP = 51/101 at every IoU.
+    images = [_image(1, [[0, 0, 50, 50], [100, 100, 150, 150]], [0, 0])]
+    dets = [_dets(1, [[0, 0, 50, 50], [300, 300, 350, 350]], [0.9, 0.8], [0, 0])]
+    got = _ap(images, dets, ("cat",))
+    for name in ("AP", "AP50", "AP75", "APm"):
+        assert got[name] == pytest.approx(51 / 101, abs=1e-6), name
+    assert got["AR100"] == pytest.approx(0.5)
+    assert got["APs"] == -1.0 and got["APl"] == -1.0
+
+
+def test_hand_computed_iou_0_62():
+    # gt 100x100, det 100x62 inside it: IoU = 0.62. It matches at the IoU
+    # thresholds 0.50, 0.55, 0.60 (3 of 10, AP 1 each) and misses at
+    # 0.65..0.95 (AP 0) -> AP = 3/10, AP50 = 1, AP75 = 0.
+    images = [_image(1, [[0, 0, 100, 100]], [0])]
+    dets = [_dets(1, [[0, 0, 100, 62]], [0.9], [0])]
+    got = _ap(images, dets, ("cat",))
+    assert got["AP50"] == pytest.approx(1.0)
+    assert got["AP75"] == pytest.approx(0.0)
+    assert got["AP"] == pytest.approx(0.3, abs=1e-6)
+    assert got["AR100"] == pytest.approx(0.3, abs=1e-6)
+
+
+def test_crowd_box_is_ignored():
+    person = [0, 0, 50, 50]
+    crowd = [200, 200, 300, 300]
+    hit_person = _dets(1, [person], [0.9], [0])
+    hit_both = _dets(1, [crowd, person], [0.95, 0.9], [0, 0])
+    with_crowd = [_image(1, [person, crowd], [0, 0], crowd=[False, True])]
+    without_crowd = [_image(1, [person], [0])]
+    assert coco.ground_truth(with_crowd, ("cat",))["annotations"][1]["iscrowd"] == 1
+    # A detection matching only the crowd box is neither TP nor FP ...
+    assert _ap(with_crowd, [hit_both], ("cat",))["AP"] == pytest.approx(1.0)
+    # ... whereas without the crowd box it is a top-scoring FP.
+    assert _ap(without_crowd, [hit_both], ("cat",))["AP"] < 0.9
+    # An undetected crowd box is not a miss (as a normal box it would be).
+    assert _ap(with_crowd, [hit_person], ("cat",))["AR100"] == pytest.approx(1.0)
+    not_crowd = [_image(1, [person, crowd], [0, 0])]
+    assert _ap(not_crowd, [hit_person], ("cat",))["AR100"] == pytest.approx(0.5)
+
+
+def test_detection_on_image_without_objects_is_false_positive():
+    images = [_image(1, [[0, 0, 50, 50]], [0]), _image(2, [], [])]
+    gt = coco.ground_truth(images, ("cat",))
+    assert [im["id"] for im in gt["images"]] == [1, 2]
+    hit = _dets(1, [[0, 0, 50, 50]], [0.9], [0])
+    assert _ap(images, [hit, _dets(2, [], [], [])], ("cat",))["AP"] == pytest.approx(1.0)
+    # By score: FP (0.95) then TP: precision [0, 1/2] at recall [0, 1];
+    # interpolated precision is 1/2 at every recall point -> AP = 0.5.
+    fp = _dets(2, [[10, 10, 60, 60]], [0.95], [0])
+    assert _ap(images, [hit, fp], ("cat",))["AP"] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_no_detections():
+    gt = coco.ground_truth(SCENE, CLASSES)
+    got = coco.evaluate(gt, coco.detections([_dets(1, [], [], [])]))
+    for name, value in got.items():
+        assert value == (-1.0 if name in ("APm", "ARm") else 0.0), name
+    assert coco.evaluate(gt, []) == got
+
+
+def test_evaluate_does_not_modify_its_inputs():
+    gt = coco.ground_truth(SCENE, CLASSES)
+    dets = coco.detections(_perfect(SCENE))
+    gt_before, dets_before = copy.deepcopy(gt), copy.deepcopy(dets)
+    coco.evaluate(gt, dets)
+    assert gt == gt_before and dets == dets_before
+
+
+def test_json_layout_and_round_trip(tmp_path):
+    images = [_image(7, [[10, 20, 40, 60], [1.004, 2, 3.5, 4]], [2, 0], crowd=[False, True], size=(100, 200))]
+    gt = coco.ground_truth(images, CLASSES)
+    assert gt["images"] == [{"id": 7, "height": 100, "width": 200}]
+    assert gt["categories"] == [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}, {"id": 3, "name": "bird"}]
+    assert gt["annotations"] == [
+        {"id": 1, "image_id": 7, "category_id": 3, "bbox": [10.0, 20.0, 30.0, 40.0], "area": 1200.0, "iscrowd": 0},
+        {"id": 2, "image_id": 7, "category_id": 1, "bbox": [1.0, 2.0, 2.5, 2.0], "area": 5.0, "iscrowd": 1},
+    ]
+    dets = coco.detections([_dets(7, [[10, 20, 40, 60]], [0.123456789], [1])])
+    assert dets == [{"image_id": 7, "category_id": 2, "bbox": [10.0, 20.0, 30.0, 40.0], "score": 0.123457}]
+    for name, obj in (("gt.json", gt), ("sub/dets.json", dets)):
+        coco.write_json(str(tmp_path / name), obj)
+        assert coco.load_json(str(tmp_path / name), "test") == obj
+
+
+def test_load_json_errors(tmp_path):
+    missing = str(tmp_path / "nope.json")
+    with pytest.raises(UserError, match="nope.json does not exist"):
+        coco.load_json(missing, "ground-truth")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"images": [')
+    with pytest.raises(UserError, match="bad.json is not readable JSON"):
+        coco.load_json(str(bad), "detections")
+
+
+def test_detections_on_unknown_image_or_category():
+    gt = coco.ground_truth(SCENE, CLASSES)
+    dets = coco.detections(_perfect(SCENE)) + coco.detections([_dets(99, [[0, 0, 5, 5]] * 2, [0.5, 0.4], [0, 0])])
+    with pytest.raises(UserError, match=r"^2 detection\(s\) reference image id\(s\).*first is 99"):
+        coco.evaluate(gt, dets)
+    bad_cat = coco.detections([_dets(1, [[0, 0, 5, 5]], [0.5], [3])])  # Category id 4.
+    with pytest.raises(UserError, match="category id.*first is 4"):
+        coco.check_detections(gt, bad_cat)
+    coco.check_detections(gt, coco.detections(_perfect(SCENE)))  # No error.
+
+
+def test_bad_arrays():
+    with pytest.raises(UserError, match="label"):
+        coco.ground_truth([_image(1, [[0, 0, 5, 5]], [3])], CLASSES)
+    with pytest.raises(UserError, match="appears twice"):
+        coco.ground_truth([_image(1, [], []), _image(1, [], [])], CLASSES)
+    with pytest.raises(UserError, match="shape"):
+        coco.detections([coco.ImageDetections(1, np.zeros((2, 5)), np.zeros(2), np.zeros(2, int))])
+
+
+def test_json_is_plain_python():
+    # json.dumps would fail on NumPy scalars.
+    json.dumps(coco.ground_truth(SCENE, CLASSES))
+    json.dumps(coco.detections(_perfect(SCENE)))
