@@ -89,3 +89,25 @@ def giou_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
         pred.astype(jnp.float32), target.astype(jnp.float32)
     )  # [...]
     return 1.0 - giou
+
+
+def smooth_l1_loss(pred: jax.Array, target: jax.Array, beta: float) -> jax.Array:
+    """Smooth L1 (Huber-like) loss, per element, as in detectron2/fvcore.
+
+    With `n = |pred - target|`: `0.5 * n**2 / beta` where `n < beta`, else
+    `n - 0.5 * beta`. The two branches meet with equal value and slope at
+    `n = beta`; `beta = 0` is exactly L1 (RetinaNet in detectron2 uses 0.1).
+
+    Args:
+      pred: `[...]` predictions (e.g. box deltas `[..., 4]`).
+      target: `[...]` targets (same shape as `pred`).
+      beta: width of the quadratic zone, `>= 0` (a static Python float).
+
+    Returns:
+      `[...]` float32 losses; the caller sums and normalizes.
+    """
+    chex.assert_equal_shape([pred, target])
+    diff = jnp.abs(pred.astype(jnp.float32) - target.astype(jnp.float32))  # [...]
+    if beta < 1e-5:  # fvcore: below this the quadratic zone is L1 in all but name.
+        return diff
+    return jnp.where(diff < beta, 0.5 * diff**2 / beta, diff - 0.5 * beta)  # [...]

@@ -32,9 +32,10 @@ from jax.sharding import Mesh, NamedSharding
 from jaxvision import data, models, optim, parallel, writers
 from jaxvision.checkpoint import Checkpointer
 from jaxvision.errors import UserError
-from jaxvision.tasks import classification
+from jaxvision.tasks import classification, detection
 
-TASKS = {"classification": classification}
+# config.task -> the module with the task's pieces (see `tasks/classification.py`).
+TASKS = {"classification": classification, "detection": detection}
 
 
 @flax.struct.dataclass
@@ -113,10 +114,10 @@ def train_step(
 
 
 def eval_step(
-    state: TrainState, batch: dict[str, jax.Array], *, sums_fn: Callable
+    state: TrainState, batch: dict[str, jax.Array], *, outputs_fn: Callable
 ) -> dict[str, jax.Array]:
-    """The task's metric sums for one eval batch. `sums_fn(variables, batch)`."""
-    return sums_fn({"params": state.params, "batch_stats": state.batch_stats}, batch)
+    """The task's outputs for one eval batch. `outputs_fn(variables, batch)`."""
+    return outputs_fn({"params": state.params, "batch_stats": state.batch_stats}, batch)
 
 
 def state_shardings(mesh: Mesh, state: TrainState) -> TrainState:
@@ -189,9 +190,8 @@ class Experiment:
         self.tx, self.schedule = optim.make_optimizer(
             config.optimizer, self.steps_per_epoch, self.num_train_steps
         )
-        channels = self.info.image_shape[-1] if self.info.image_shape else 3
-        crop = config.augment.crop_size
-        self.input_shape = (1, crop, crop, channels)
+        self.input_shape = self.task.input_shape(config, self.info)
+        self.decode = self.task.make_decode(config)
 
         replicated = parallel.replicated(self.mesh)
         self.batch_sharding = parallel.batch_sharding(self.mesh)
@@ -209,9 +209,10 @@ class Experiment:
             out_shardings=(self.state_sharding, replicated),
             donate_argnums=0,
         )
-        sums_fn = functools.partial(self.task.eval_sums, model=self.model, config=config)
+        outputs_fn = functools.partial(self.task.eval_outputs, model=self.model, config=config)
+        # Replicated outputs: every process sees the whole batch's results.
         self.eval_step = jax.jit(
-            functools.partial(eval_step, sums_fn=sums_fn),
+            functools.partial(eval_step, outputs_fn=outputs_fn),
             in_shardings=(self.state_sharding, self.batch_sharding),
             out_shardings=replicated,
         )
@@ -247,28 +248,33 @@ class Experiment:
         return data.make_train_iterator(
             cfg.name, cfg.train_split, cfg.data_dir,
             global_batch_size=self.config.batch_size, seed=self.config.seed,
-            sharding=self.batch_sharding, resize_size=cfg.resize_size,
+            sharding=self.batch_sharding, decode=self.decode,
             worker_count=cfg.worker_count, cache=cfg.cache,
         )
 
-    def evaluate(self, state: TrainState) -> dict[str, float]:
-        """One complete pass over the eval split; returns the task's summary."""
+    def evaluate(self, state: TrainState, export_dir: str | None = None) -> dict[str, float]:
+        """One complete pass over the eval split; returns the task's metrics.
+
+        With `export_dir`, the task also writes what it has to export there
+        (detection: COCO-format ground truth and detections).
+        """
         cfg = self.config.data
         iterator = data.make_eval_iterator(
             cfg.name, cfg.eval_split, cfg.data_dir,
             global_batch_size=self.config.eval_batch_size,
-            sharding=self.batch_sharding, resize_size=cfg.resize_size,
+            sharding=self.batch_sharding, decode=self.decode,
         )
-        totals = None
+        evaluator = self.task.Evaluator(self.config, self.info)
+        num_batches = 0
         for batch in iterator:
-            sums = self.eval_step(state, batch)
-            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-        if totals is None:
+            evaluator.add(jax.device_get(self.eval_step(state, batch)))
+            num_batches += 1
+        if not num_batches:
             raise UserError(
                 f"The eval split {cfg.eval_split!r} of {cfg.name!r} is empty; set "
                 "config.data.eval_split to a split with examples."
             )
-        return self.task.summarize(jax.device_get(totals))
+        return evaluator.result(export_dir)
 
 
 def _prepare_workdir(workdir: str):
@@ -394,8 +400,17 @@ def _train_loop(
     return state
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Restores the latest checkpoint of `workdir` and evaluates it."""
+def restore(
+    config: ml_collections.ConfigDict, workdir: str
+) -> tuple[Experiment, TrainState, int]:
+    """The experiment of `config` and the latest checkpoint of `workdir` in it.
+
+    Returns:
+      `(experiment, state, step)`.
+
+    Raises:
+      UserError: `workdir` has no complete checkpoint, or one of another model.
+    """
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(directory):
         raise UserError(
@@ -415,6 +430,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
         state = ckpt.restore(step, exp.abstract_state())
     finally:
         ckpt.close()
-    metrics = exp.evaluate(state)
+    return exp, state, step
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Restores the latest checkpoint of `workdir` and evaluates it.
+
+    What the task exports (detection: COCO JSON) goes to `workdir/eval`.
+    """
+    exp, state, step = restore(config, workdir)
+    metrics = exp.evaluate(state, export_dir=os.path.join(workdir, "eval"))
     logging.info("step %d %s: %s", step, config.data.eval_split, metrics)
     return {"step": step, **metrics}

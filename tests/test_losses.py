@@ -90,3 +90,37 @@ def test_giou_loss_checks_shapes():
         losses.giou_loss(jnp.zeros((2, 4)), jnp.zeros((3, 4)))
     with pytest.raises(AssertionError):
         losses.giou_loss(jnp.zeros((2, 3)), jnp.zeros((2, 3)))
+
+
+def test_smooth_l1_loss_hand_computed():
+    pred = jnp.array([[0.05, -0.3, 1.0], [2.0, 0.0, -0.1]])
+    target = jnp.array([[0.0, 0.0, 1.0], [0.5, 0.1, 0.0]])
+    # beta 0.1, n = |pred - target| = [[0.05, 0.3, 0], [1.5, 0.1, 0.1]]:
+    #   n < beta: 0.5 * n**2 / beta -> 0.05: 0.0125; 0: 0.
+    #   n >= beta: n - 0.05        -> 0.3: 0.25; 1.5: 1.45; 0.1 (the seam): 0.05.
+    got = losses.smooth_l1_loss(pred, target, beta=0.1)
+    want = [[0.0125, 0.25, 0.0], [1.45, 0.05, 0.05]]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    # beta 1: every n <= 1.5 -> 0.5 * n**2 except 1.5 -> 1.5 - 0.5 = 1.
+    got = losses.smooth_l1_loss(pred, target, beta=1.0)
+    want = [[0.00125, 0.045, 0.0], [1.0, 0.005, 0.005]]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    # beta 0: plain L1.
+    got = losses.smooth_l1_loss(pred, target, beta=0.0)
+    np.testing.assert_allclose(got, [[0.05, 0.3, 0.0], [1.5, 0.1, 0.1]], rtol=1e-6)
+
+
+def test_smooth_l1_loss_float32_with_finite_gradients():
+    pred = jnp.array([0.0, 0.05, -2.0], jnp.bfloat16)
+    got = losses.smooth_l1_loss(pred, jnp.zeros(3), beta=0.1)
+    assert got.dtype == jnp.float32
+    # d/dpred: n / beta inside the quadratic zone (0, 0.5), sign outside (-1).
+    grads = jax.grad(lambda x: losses.smooth_l1_loss(x, jnp.zeros(3), 0.1).sum())(
+        jnp.array([0.0, 0.05, -2.0])
+    )
+    np.testing.assert_allclose(grads, [0.0, 0.5, -1.0], rtol=1e-6)
+
+
+def test_smooth_l1_loss_checks_shapes():
+    with pytest.raises(AssertionError):
+        losses.smooth_l1_loss(jnp.zeros((2, 4)), jnp.zeros((3, 4)), beta=0.1)

@@ -7,6 +7,7 @@ TensorFlow; reading them never does.
 """
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -119,6 +120,12 @@ def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
             f"{list(BUILTIN_DATASETS)} or a name from the tfds catalog "
             f"({_CATALOG_URL})."
         ) from e
+    except ModuleNotFoundError as e:
+        if "No module named 'tensorflow'" not in str(e):
+            raise
+        # Some catalog builders (e.g. coco) need TensorFlow to be constructed;
+        # their prepared copy is read from its directory without it.
+        return _prepared_builder(name, data_dir)
     if builder.name in BUILTIN_DATASETS and not builder.is_prepared():
         logging.info("Preparing %s in %s (first use).", name, builder.data_dir_root)
         builder.download_and_prepare(
@@ -127,6 +134,30 @@ def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
             download_config=tfds.download.DownloadConfig(try_download_gcs=False),
         )
     return builder
+
+
+def _prepared_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+    """The builder of a prepared catalog dataset ("coco/2017"), read from its files.
+
+    Uses the dataset's newest prepared version, or the one named as in
+    "coco/2017:1.1.0".
+    """
+    name, _, version = name.partition(":")
+    base = os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR)
+    root = os.path.join(base, *name.split("/"))
+    versions = [version] if version else sorted(
+        (v for v in (os.listdir(root) if os.path.isdir(root) else [])
+         if tfds.core.Version.is_valid(v)),
+        key=tfds.core.Version,
+    )
+    if not versions or not os.path.isfile(os.path.join(root, versions[-1], "dataset_info.json")):
+        raise UserError(
+            f"Dataset {name!r} is not prepared in {root}; prepare it once with "
+            f'`pip install -e ".[prepare]" && tfds build {name} --data_dir {base} '
+            "--file_format array_record` "
+            "(its tfds builder needs TensorFlow, reading it does not)."
+        )
+    return tfds.builder_from_directory(os.path.join(root, versions[-1]))
 
 
 def _not_prepared_message(builder: tfds.core.DatasetBuilder, name: str) -> str:

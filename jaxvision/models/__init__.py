@@ -1,4 +1,4 @@
-"""Models by name: `get_model("resnet50", num_classes=1000)`."""
+"""Models by name: `get_model("resnet50", num_classes=1000)`, `get_model("fcos", ...)`."""
 
 from collections.abc import Callable
 from functools import partial
@@ -7,16 +7,28 @@ import flax.linen as nn
 
 from jaxvision.errors import UserError
 from jaxvision.models.cnn import CNN
-from jaxvision.models.resnet import BasicBlock, BottleneckBlock, ResNet, ResNetBackbone
+from jaxvision.models.fcos import FCOS
+from jaxvision.models.fpn import FPN
+from jaxvision.models.resnet import (
+    RESNET_DEPTHS,
+    BasicBlock,
+    BottleneckBlock,
+    ResNet,
+    ResNetBackbone,
+    resnet_backbone,
+)
+from jaxvision.models.retinanet import RetinaNet
 
 # name -> constructor; the keyword arguments of `get_model` go to the constructor.
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "cnn": CNN,
-    "resnet18": partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock),
-    "resnet34": partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BasicBlock),
-    "resnet50": partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BottleneckBlock),
-    "resnet101": partial(ResNet, stage_sizes=(3, 4, 23, 3), block_cls=BottleneckBlock),
-    "resnet152": partial(ResNet, stage_sizes=(3, 8, 36, 3), block_cls=BottleneckBlock),
+    **{
+        name: partial(ResNet, stage_sizes=stage_sizes, block_cls=block_cls)
+        for name, (stage_sizes, block_cls) in RESNET_DEPTHS.items()
+    },
+    # Detectors: backbone, FPN and head are fields (backbone="resnet50", ...).
+    "fcos": FCOS,
+    "retinanet": RetinaNet,
 }
 
 
@@ -37,10 +49,15 @@ def get_model(name: str, **kwargs) -> nn.Module:
 
 __all__ = [
     "CNN",
+    "FCOS",
+    "FPN",
     "MODELS",
+    "RESNET_DEPTHS",
     "BasicBlock",
     "BottleneckBlock",
     "ResNet",
     "ResNetBackbone",
+    "RetinaNet",
     "get_model",
+    "resnet_backbone",
 ]

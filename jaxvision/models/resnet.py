@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 from flax.typing import Dtype
 
+from jaxvision.errors import UserError
+
 ModuleDef = Any
 ones, zeros = nn.initializers.ones, nn.initializers.zeros
 
@@ -179,6 +181,26 @@ class ResNetBackbone(nn.Module):
                 )(x)
             features[f"c{i + 2}"] = x  # [B, H / 2**(i + 2), W / 2**(i + 2), C_i]
         return features
+
+
+# ResNet name -> (blocks per stage, block type), as in He et al. (2016), Table 1.
+RESNET_DEPTHS: dict[str, tuple[tuple[int, ...], ModuleDef]] = {
+    "resnet18": ((2, 2, 2, 2), BasicBlock),
+    "resnet34": ((3, 4, 6, 3), BasicBlock),
+    "resnet50": ((3, 4, 6, 3), BottleneckBlock),
+    "resnet101": ((3, 4, 23, 3), BottleneckBlock),
+    "resnet152": ((3, 8, 36, 3), BottleneckBlock),
+}
+
+
+def resnet_backbone(name: str, /, **kwargs: Any) -> ResNetBackbone:
+    """The `ResNetBackbone` of ResNet `name` (a `RESNET_DEPTHS` key), for detectors."""
+    if name not in RESNET_DEPTHS:
+        raise UserError(
+            f"Unknown backbone {name!r}; use one of {', '.join(RESNET_DEPTHS)}."
+        )
+    stage_sizes, block_cls = RESNET_DEPTHS[name]
+    return ResNetBackbone(stage_sizes=stage_sizes, block_cls=block_cls, **kwargs)
 
 
 class ResNet(nn.Module):

@@ -1,7 +1,11 @@
-"""Image classification: the loss on a training batch and the eval metrics.
+"""Image classification: the pieces of the trainer that depend on the task.
 
-These are the only task-specific pieces the trainer needs. Both run inside
-`jax.jit`; augmentation happens here, on the device.
+A task module gives the trainer (`jaxvision.train`) exactly these:
+  - `make_decode(config)`: the host decode (record -> fixed-shape example);
+  - `input_shape(config, info)`: the model input used to initialize it;
+  - `loss_fn(...)`: the loss on a training batch (in `jax.jit`, augments on device);
+  - `eval_outputs(...)`: what one eval batch contributes (in `jax.jit`);
+  - `Evaluator(config, info)`: adds up `eval_outputs` on the host, `result()`.
 """
 
 from typing import Any
@@ -10,9 +14,22 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
-from jaxvision import losses
+from jaxvision import data, losses
 from jaxvision.data import augment
+
+
+def make_decode(config: ml_collections.ConfigDict) -> data.Decode:
+    return data.ClassificationDecode(config.data.resize_size)
+
+
+def input_shape(
+    config: ml_collections.ConfigDict, info: data.DatasetInfo
+) -> tuple[int, int, int, int]:
+    """`(1, crop, crop, C)`: one augmented image."""
+    channels = info.image_shape[-1] if info.image_shape else 3
+    return (1, config.augment.crop_size, config.augment.crop_size, channels)
 
 
 def loss_fn(
@@ -57,7 +74,7 @@ def loss_fn(
     return loss, (new_batch_stats, {"loss": loss, "accuracy": accuracy})
 
 
-def eval_sums(
+def eval_outputs(
     variables: dict[str, Any],
     batch: dict[str, jax.Array],
     *,
@@ -84,11 +101,24 @@ def eval_sums(
     }
 
 
-def summarize(sums: dict[str, float]) -> dict[str, float]:
-    """Eval sums -> mean loss and accuracy over the examples seen."""
-    count = max(float(sums["count"]), 1.0)
-    return {
-        "accuracy": float(sums["correct"]) / count,
-        "loss": float(sums["loss"]) / count,
-        "num_examples": float(sums["count"]),
-    }
+class Evaluator:
+    """Adds up the eval sums of every batch; `result` gives mean loss and accuracy."""
+
+    def __init__(self, config: ml_collections.ConfigDict, info: data.DatasetInfo):
+        del config, info  # Nothing to configure.
+        self._sums = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+
+    def add(self, outputs: dict[str, np.ndarray]) -> None:
+        """Adds one batch's `eval_outputs` (fetched to the host)."""
+        for key in self._sums:
+            self._sums[key] += float(outputs[key])
+
+    def result(self, export_dir: str | None = None) -> dict[str, float]:
+        """Mean loss and accuracy over the examples seen (nothing to export)."""
+        del export_dir
+        count = max(self._sums["count"], 1.0)
+        return {
+            "accuracy": self._sums["correct"] / count,
+            "loss": self._sums["loss"] / count,
+            "num_examples": self._sums["count"],
+        }

@@ -1,0 +1,72 @@
+"""Runs a trained detector on an image (or a folder of images) and draws its boxes.
+
+  python scripts/predict.py --config configs/digit_detection_fcos.py \
+      --workdir runs/digit_detection_fcos --image in.png --out out.png
+  python scripts/predict.py ... --image photos/ --out photos_boxes/ --json dets.json
+
+Each image goes through the same host resize as the dataset (longer side to
+config.data.image_size), the detector and its post-processing; boxes are drawn
+on the original image with class names and scores. `--json` writes every
+detection (score >= config.detect.score_threshold) in COCO results format,
+in original pixels, with image ids numbering the inputs and their file names.
+"""
+
+import functools
+import os
+
+import jax
+import numpy as np
+from absl import flags, logging
+from ml_collections import config_flags
+
+from jaxvision import cli, coco, data, train, visualize
+from jaxvision.errors import UserError
+from jaxvision.tasks import detection
+
+_CONFIG = config_flags.DEFINE_config_file("config", help_string="Config file[:arg].")
+_WORKDIR = flags.DEFINE_string("workdir", None, "The trained run's workdir.")
+_IMAGE = flags.DEFINE_string("image", None, "An image file, or a folder of images.")
+_OUT = flags.DEFINE_string("out", None, "Output image (or folder, for a folder --image).")
+_JSON = flags.DEFINE_string("json", None, "Also write COCO-format detections here.")
+_DRAW_THRESHOLD = flags.DEFINE_float("draw_threshold", 0.3, "Draw boxes scoring at least this.")
+flags.mark_flags_as_required(["config", "workdir", "image", "out"])
+
+
+def main(argv):
+    del argv  # cli.run refuses stray arguments.
+    config = _CONFIG.value
+    if config.task != "detection":
+        raise UserError(f"predict.py runs detectors; {config.task!r} is not config.task 'detection'.")
+    paths = visualize.list_images(_IMAGE.value)
+    folder = os.path.isdir(_IMAGE.value)
+    exp, state, step = train.restore(config, _WORKDIR.value)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    predict = jax.jit(functools.partial(detection.predict, model=exp.model, config=config))
+    decode = data.DetectionDecode(config.data.image_size, max_boxes=1)
+    channels = exp.input_shape[-1]
+    results = []
+    for image_id, path in enumerate(paths):
+        image = visualize.load_image(path, channels)  # [H, W, C]
+        no_boxes = {"bbox": np.zeros((0, 4), np.float32), "label": np.zeros(0, np.int64)}
+        example = decode.decode({"image": image, "image/id": image_id, "objects": no_boxes})
+        dets = jax.device_get(predict(variables, example["image"][None]))  # batch of 1
+        valid = dets["valid"][0]
+        boxes = dets["boxes"][0][valid] / np.tile(example["scale"], 2)  # [D, 4] original px
+        scores, labels = dets["scores"][0][valid], dets["labels"][0][valid]
+        shown = scores >= _DRAW_THRESHOLD.value
+        drawn = visualize.draw_detections(
+            image, boxes[shown], labels[shown], scores[shown], exp.info.class_names
+        )
+        out = os.path.join(_OUT.value, os.path.basename(path)) if folder else _OUT.value
+        visualize.save_image(out, drawn)
+        logging.info("%s: %d detections (%d drawn) -> %s", path, len(scores), shown.sum(), out)
+        for result in coco.detections([coco.ImageDetections(image_id, boxes, scores, labels)]):
+            results.append({**result, "file_name": os.path.basename(path)})
+    if _JSON.value:
+        coco.write_json(_JSON.value, results)
+        logging.info("Wrote %d detections to %s", len(results), _JSON.value)
+    logging.info("Checkpoint step %d; %d images.", step, len(paths))
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,128 @@
+"""Detection end to end: sharded training, COCO eval, eval script, predict script.
+
+Runs the `smoke` variants of the digit_detection configs (tiny models on 64 px
+canvases) on the real `digit_detection` data.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import digit_detection_fcos, digit_detection_retinanet
+from jaxvision import coco, parallel, train, visualize
+
+CONFIGS = {"fcos": digit_detection_fcos, "retinanet": digit_detection_retinanet}
+
+
+def smoke_config(name, data_dir):
+    config = CONFIGS[name].get_config("smoke")
+    config.data.data_dir = data_dir
+    return config
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_two_steps_give_the_same_loss_on_1_and_8_devices(name, digit_detection_dir):
+    config = smoke_config(name, digit_detection_dir)
+    # SGD: its update is linear in the gradient, so the all-reduce's float-level
+    # differences stay float-level (see tests/test_train.py).
+    config.optimizer = ml_collections.ConfigDict({
+        "name": "sgd", "learning_rate": 0.01, "momentum": 0.9, "nesterov": False,
+        "weight_decay": 1e-4, "grad_clip_norm": 0.0, "schedule": "constant",
+        "warmup_epochs": 0,
+    })
+    results = {}
+    for num_devices in (1, 8):
+        mesh = parallel.make_mesh(devices=jax.devices()[:num_devices])
+        exp = train.Experiment(config, mesh=mesh)
+        state = exp.init_state()
+        iterator = exp.train_iterator()
+        losses = []
+        for _ in range(2):
+            state, metrics = exp.train_step(state, next(iterator))
+            losses.append(float(metrics["loss"]))
+        iterator.close()
+        assert exp.train_step._cache_size() == 1  # No recompilation after step 1.
+        results[num_devices] = losses, jax.device_get(state.params)
+    np.testing.assert_allclose(results[8][0], results[1][0], rtol=1e-5)
+    assert results[1][0][1] != results[1][0][0]  # The first step changed the model.
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+        results[8][1], results[1][1],
+    )
+
+
+@pytest.fixture(scope="module")
+def fcos_run(digit_detection_dir, tmp_path_factory):
+    """A finished 2-step FCOS smoke run: (config, workdir)."""
+    config = smoke_config("fcos", digit_detection_dir)
+    config.detect.score_threshold = 0.0  # Untrained: keep every detection.
+    workdir = str(tmp_path_factory.mktemp("fcos_run"))
+    train.train_and_evaluate(config, workdir)
+    return config, workdir
+
+
+def _records(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_training_logs_coco_metrics_and_eval_reproduces_them(fcos_run):
+    config, workdir = fcos_run
+    last_eval = [r for r in _records(workdir) if r["split"] == "test"][-1]
+    for key in coco.METRIC_NAMES:
+        assert -1.0 <= last_eval[key] <= 1.0
+    assert last_eval["num_images"] == 500
+    metrics = train.evaluate(config, workdir)
+    for key in coco.METRIC_NAMES:
+        assert metrics[key] == pytest.approx(last_eval[key], abs=1e-9), key
+    # The export: COCO ground truth of every test image, detections on them.
+    gt = coco.load_json(os.path.join(workdir, "eval", "ground_truth.json"), "ground truth")
+    dets = coco.load_json(os.path.join(workdir, "eval", "detections.json"), "detections")
+    assert len(gt["images"]) == 500 and len(gt["categories"]) == 10
+    assert 500 <= len(gt["annotations"]) <= 6 * 500
+    assert dets and {d["image_id"] for d in dets} <= {i["id"] for i in gt["images"]}
+    assert coco.evaluate(gt, dets)["AP"] == pytest.approx(metrics["AP"], abs=1e-9)
+
+
+def test_predict_draws_boxes_where_the_detections_are(fcos_run, tmp_path):
+    config, workdir = fcos_run
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    sizes = {"a.png": (90, 60), "b.png": (40, 120)}  # (height, width)
+    for file_name, (h, w) in sizes.items():
+        Image.fromarray(rng.integers(0, 40, (h, w), dtype=np.uint8)).save(inputs / file_name)
+    out_dir, json_path = tmp_path / "out", tmp_path / "dets.json"
+    command = [
+        sys.executable, "scripts/predict.py", "--config", "configs/digit_detection_fcos.py:smoke",
+        "--workdir", workdir, "--image", str(inputs), "--out", str(out_dir),
+        "--json", str(json_path), "--draw_threshold", "0",
+        f"--config.data.data_dir={config.data.data_dir}", "--config.detect.score_threshold=0",
+        "--config.detect.max_detections=1", "--compilation_cache_dir=",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    dets = json.loads(json_path.read_text())
+    assert sorted(d["file_name"] for d in dets) == sorted(sizes)  # One per image.
+    for det in dets:
+        original = visualize.load_image(str(inputs / det["file_name"]), 3)
+        drawn = visualize.load_image(str(out_dir / det["file_name"]), 3)
+        assert drawn.shape == original.shape  # The original size, in RGB.
+        x, y, w, h = det["bbox"]  # Original pixels.
+        x0, y0 = int(np.clip(round(x), 0, original.shape[1] - 1)), int(np.clip(round(y), 0, original.shape[0] - 1))
+        x1 = int(np.clip(round(x + w) - 1, 0, original.shape[1] - 1))
+        y1 = int(np.clip(round(y + h) - 1, 0, original.shape[0] - 1))
+        changed = np.any(drawn != original, axis=-1)  # [H, W]
+        # The box outline is drawn: its bottom edge and its left edge changed.
+        assert changed[y1, x0 : x1 + 1].mean() > 0.5
+        assert changed[y0 : y1 + 1, x0].mean() > 0.5
+        # Nothing changed below the box or far above it (the tag sits on top).
+        rows = np.flatnonzero(changed.any(axis=1))
+        assert rows.min() >= y0 - 24 and rows.max() <= y1 + 1
