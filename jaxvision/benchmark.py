@@ -27,7 +27,7 @@ import optax
 
 from jaxvision import profiling
 from jaxvision.errors import UserError
-from jaxvision.train import Experiment
+from jaxvision.train import Experiment, model_variables
 
 MODES = ("train", "eval", "input")
 # The train-set size given to the Experiment on synthetic data: it only sets
@@ -57,21 +57,11 @@ def select_platform(device: str | None):
 
 
 def synthetic_batch(exp: Experiment, batch_size: int, seed: int = 0) -> dict[str, jax.Array]:
-    """Random uint8 images and labels of the config's shapes, as a global sharded batch.
+    """A random global batch shaped like the task's real ones, sharded like them.
 
-    Images are `[B, H, W, C]` with H = W = `config.data.resize_size`, or the
-    dataset's fixed image size; "mask" (all True) is included for eval steps.
+    Each process makes its own rows with the task's `synthetic_batch`
+    (`jaxvision/tasks/`): uint8 images and random labels (and boxes).
     """
-    config = exp.config
-    size = config.data.resize_size
-    channels = exp.info.image_shape[-1] if exp.info.image_shape else 3
-    if size is None:
-        if exp.info.image_shape is None:
-            raise UserError(
-                f"Images of {config.data.name!r} vary in size; set "
-                "config.data.resize_size (or --image_size) to benchmark it."
-            )
-        size = exp.info.image_shape[0]
     devices = exp.mesh.size
     if batch_size <= 0 or batch_size % devices or batch_size % jax.process_count():
         raise UserError(
@@ -80,11 +70,7 @@ def synthetic_batch(exp: Experiment, batch_size: int, seed: int = 0) -> dict[str
         )
     local = batch_size // jax.process_count()  # This process's rows.
     rng = np.random.default_rng(seed + jax.process_index())
-    host = {
-        "image": rng.integers(0, 256, (local, size, size, channels), dtype=np.uint8),
-        "label": rng.integers(0, exp.info.num_classes, (local,), dtype=np.int32),
-        "mask": np.ones((local,), bool),
-    }
+    host = exp.task.synthetic_batch(exp.config, exp.info, local, rng)
     return {
         k: jax.make_array_from_process_local_data(exp.batch_sharding, v)
         for k, v in host.items()
@@ -93,20 +79,31 @@ def synthetic_batch(exp: Experiment, batch_size: int, seed: int = 0) -> dict[str
 
 def reference_train_step(
     params: Any, batch_stats: Any, opt_state: optax.OptState,
-    images: jax.Array, labels: jax.Array, rng: jax.Array, *,
+    images: jax.Array, targets: dict[str, jax.Array], rng: jax.Array, *,
     model: Any, tx: optax.GradientTransformation,
 ) -> tuple[Any, Any, optax.OptState, jax.Array]:
-    """The minimal Flax train step: cross-entropy, gradients, optimizer update.
+    """The minimal Flax train step: model, bare loss, gradients, optimizer update.
 
-    `images` float `[B, H, W, C]`, already normalized; `labels` int32 `[B]`.
+    `images` float `[B, H, W, C]`, already normalized. The loss is
+    cross-entropy on `targets["label"]` `[B]` for classifiers, and the
+    detector's own `model.loss` on `targets["boxes"]`, `["labels"]` and
+    `["box_mask"]` for detectors (models with a `loss` method).
     """
 
     def loss_fn(params):
-        logits, updates = model.apply(
+        outputs, updates = model.apply(
             {"params": params, "batch_stats": batch_stats}, images, train=True,
             rngs={"dropout": rng}, mutable=["batch_stats"],
-        )  # [B, K]
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        )  # classifier: logits [B, K]; detector: per-location predictions
+        if hasattr(model, "loss"):
+            loss, _ = model.loss(
+                outputs, targets["boxes"], targets["labels"], targets["box_mask"],
+                images.shape[1:3],
+            )
+        else:
+            loss = optax.softmax_cross_entropy_with_integer_labels(
+                outputs, targets["label"]
+            ).mean()
         return loss, updates.get("batch_stats", batch_stats)
 
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -178,8 +175,8 @@ def run_benchmark(
     result = {
         "mode": mode, "device_kind": device.device_kind, "platform": device.platform,
         "num_devices": jax.device_count(), "jax_version": jax.__version__,
-        "dtype": config.dtype, "batch_size": batch_size,
-        "crop_size": config.augment.crop_size, "steps": steps, "warmup": warmup,
+        "task": config.task, "dtype": config.dtype, "batch_size": batch_size,
+        "steps": steps, "warmup": warmup,
         # With a persistent cache, compile_s may be a cache hit; lower_s never is.
         "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
     }
@@ -195,8 +192,9 @@ def run_benchmark(
         compiled, result["compile_s"], result["lower_s"] = _compile(exp.train_step, state, batch)
         runners = {"ours": (lambda s: compiled(s, batch), state)}  # -> (state, metrics)
     else:
-        compiled, result["compile_s"], result["lower_s"] = _compile(exp.eval_step, state, batch)
-        runners = {"ours": (lambda s: (s, compiled(s, batch)), state)}
+        variables = model_variables(state)
+        compiled, result["compile_s"], result["lower_s"] = _compile(exp.eval_step, variables, batch)
+        runners = {"ours": (lambda v: (v, compiled(v, batch)), variables)}
     if reference:
         runners["reference"], result["reference_compile_s"] = _reference(exp, batch)
     times = _time_alternately(runners, steps, warmup)
@@ -222,18 +220,19 @@ def _reference(exp: Experiment, batch: dict[str, jax.Array]):
         out_shardings=(sharding.params, sharding.batch_stats, sharding.opt_state, replicated),
         donate_argnums=(0, 1, 2),
     )
-    _, crop, _, channels = exp.input_shape
+    _, height, width, channels = exp.input_shape
+    targets = {k: v for k, v in batch.items() if k != "image"}
     images = jax.device_put(  # Already "normalized": standard normal pixels.
-        jax.random.normal(jax.random.PRNGKey(1), (len(batch["label"]), crop, crop, channels)),
+        jax.random.normal(jax.random.PRNGKey(1), (len(batch["image"]), height, width, channels)),
         exp.batch_sharding,
-    )  # [B, crop, crop, C] float32
+    )  # [B, H, W, C] float32
     rng = jax.device_put(jax.random.PRNGKey(2), replicated)
     state = exp.init_state()  # Its own copy: each step donates its inputs.
     carry = (state.params, state.batch_stats, state.opt_state)
-    compiled, seconds, _ = _compile(step, *carry, images, batch["label"], rng)
+    compiled, seconds, _ = _compile(step, *carry, images, targets, rng)
 
     def run(carry):
-        *carry, loss = compiled(*carry, images, batch["label"], rng)
+        *carry, loss = compiled(*carry, images, targets, rng)
         return tuple(carry), loss
 
     return (run, carry), seconds
@@ -272,6 +271,7 @@ def _benchmark_input(config: ml_collections.ConfigDict, batch_size: int, steps: 
     exp = Experiment(config)
     iterator = exp.train_iterator()
     try:
+        image_size = jax.block_until_ready(next(iterator))["image"].shape[1]
         for _ in range(warmup):
             jax.block_until_ready(next(iterator))
         times = []
@@ -284,8 +284,7 @@ def _benchmark_input(config: ml_collections.ConfigDict, batch_size: int, steps: 
     summary = _summary(times, batch_size)
     # Prefetching makes single batches bursty: the rate is over the whole run.
     summary["images_per_s"] = batch_size * steps / sum(times)
-    return {"image_size": exp.info.image_shape[0] if exp.info.image_shape else
-            config.data.resize_size, **summary}
+    return {"image_size": image_size, **summary}
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -72,6 +72,18 @@ class Checkpointer:
             data_iterator.set_state(restored.data)
         return restored.state
 
+    def restore_part(self, step: int, abstract_part: dict[str, Any]) -> dict[str, Any]:
+        """Restores only the fields of the saved state that `abstract_part` names.
+
+        `abstract_part` maps TrainState field names to abstract pytrees (as in
+        `restore`), e.g. `{"params": ..., "batch_stats": ...}` for evaluation;
+        the rest (the optimizer state) is not read.
+        """
+        restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_part)
+        return self._restore(step, state=ocp.args.PyTreeRestore(
+            abstract_part, restore_args=restore_args, partial_restore=True,
+        )).state
+
     def _restore(self, step: int, **args) -> Any:
         try:
             return self._manager.restore(step, args=ocp.args.Composite(**args))

@@ -72,10 +72,17 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 class _OnlyOurInfo(py_logging.Filter):
-    """Passes INFO lines from jaxvision only (Orbax is chatty); warnings from all."""
+    """Passes INFO lines from jaxvision and the running script only (Orbax is chatty).
+
+    Warnings pass from everywhere.
+    """
 
     def filter(self, record: py_logging.LogRecord) -> bool:
-        return record.levelno >= py_logging.WARNING or f"{os.sep}jaxvision{os.sep}" in record.pathname
+        return (
+            record.levelno >= py_logging.WARNING
+            or f"{os.sep}jaxvision{os.sep}" in record.pathname
+            or os.path.abspath(record.pathname) == os.path.abspath(sys.argv[0])
+        )
 
 
 def run(main: Callable[[list[str]], None]):

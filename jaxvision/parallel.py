@@ -20,7 +20,6 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import jax
 import numpy as np
@@ -82,18 +81,6 @@ def fsdp_spec(shape: tuple[int, ...], fsdp: int) -> P:
         return P()
     axis = max(candidates, key=lambda i: shape[i])
     return P(*[("fsdp" if i == axis else None) for i in range(len(shape))])
-
-
-def state_shardings(mesh: Mesh, abstract_state: Any) -> Any:
-    """A sharding for every array of a (abstract) train state.
-
-    Parameters, BatchNorm statistics and optimizer moments get `fsdp_spec`, so
-    an optimizer moment is laid out like its parameter. Replicated over `data`.
-    """
-    fsdp = mesh.shape["fsdp"]
-    return jax.tree.map(
-        lambda x: NamedSharding(mesh, fsdp_spec(x.shape, fsdp)), abstract_state
-    )
 
 
 def _cluster_detected() -> bool:

@@ -122,11 +122,20 @@ def train_step(
     return new_state, metrics
 
 
+def model_variables(state: TrainState) -> dict[str, Any]:
+    """What `model.apply` takes from the state: params and BatchNorm statistics."""
+    return {"params": state.params, "batch_stats": state.batch_stats}
+
+
 def eval_step(
-    state: TrainState, batch: dict[str, jax.Array], *, outputs_fn: Callable
+    variables: dict[str, Any], batch: dict[str, jax.Array], *, outputs_fn: Callable
 ) -> dict[str, jax.Array]:
-    """The task's outputs for one eval batch. `outputs_fn(variables, batch)`."""
-    return outputs_fn({"params": state.params, "batch_stats": state.batch_stats}, batch)
+    """The task's outputs for one eval batch: `outputs_fn(variables, batch)`.
+
+    Evaluation needs only the model variables, so a checkpoint evaluates
+    whatever optimizer trained it.
+    """
+    return outputs_fn(variables, batch)
 
 
 def state_shardings(mesh: Mesh, state: TrainState) -> TrainState:
@@ -222,7 +231,7 @@ class Experiment:
         # Replicated outputs: every process sees the whole batch's results.
         self.eval_step = jax.jit(
             functools.partial(eval_step, outputs_fn=outputs_fn),
-            in_shardings=(self.state_sharding, self.batch_sharding),
+            in_shardings=(model_variables(self.state_sharding), self.batch_sharding),
             out_shardings=replicated,
         )
 
@@ -261,8 +270,10 @@ class Experiment:
             worker_count=cfg.worker_count, cache=cfg.cache,
         )
 
-    def evaluate(self, state: TrainState, export_dir: str | None = None) -> dict[str, float]:
-        """One complete pass over the eval split; returns the task's metrics.
+    def evaluate(
+        self, variables: dict[str, Any], export_dir: str | None = None
+    ) -> dict[str, float]:
+        """One complete pass over the eval split with `model_variables`; the task's metrics.
 
         With `export_dir`, the task also writes what it has to export there
         (detection: COCO-format ground truth and detections).
@@ -276,7 +287,7 @@ class Experiment:
         evaluator = self.task.Evaluator(self.config, self.info)
         num_batches = 0
         for batch in iterator:
-            evaluator.add(jax.device_get(self.eval_step(state, batch)))
+            evaluator.add(jax.device_get(self.eval_step(variables, batch)))
             num_batches += 1
         if not num_batches:
             raise UserError(
@@ -400,22 +411,25 @@ def _train_loop(
             if save_now and ckpt.save(step, state, train_iter, exp.meta, force=is_last):
                 last_saved = step
         if step % config.eval_every_steps == 0 or is_last:
-            writer.write(step, config.data.eval_split, exp.evaluate(state))
+            writer.write(step, config.data.eval_split, exp.evaluate(model_variables(state)))
     bar.close()
     if start_step >= num_steps:
         logging.info("Training already finished (step %d); evaluating.", start_step)
-        writer.write(start_step, config.data.eval_split, exp.evaluate(state))
+        writer.write(start_step, config.data.eval_split, exp.evaluate(model_variables(state)))
     writer.close()
     return state
 
 
 def restore(
     config: ml_collections.ConfigDict, workdir: str
-) -> tuple[Experiment, TrainState, int]:
-    """The experiment of `config` and the latest checkpoint of `workdir` in it.
+) -> tuple[Experiment, dict[str, Any], int]:
+    """The experiment of `config` and the model variables of `workdir`'s latest checkpoint.
+
+    Only the params and BatchNorm statistics are read (see `model_variables`),
+    so the config's optimizer fields need not match the run's.
 
     Returns:
-      `(experiment, state, step)`.
+      `(experiment, variables, step)`.
 
     Raises:
       UserError: `workdir` has no complete checkpoint, or one of another model.
@@ -436,10 +450,10 @@ def restore(
                 f"scripts/train.py --workdir {workdir}."
             )
         ckpt.check_meta(step, exp.meta)
-        state = ckpt.restore(step, exp.abstract_state())
+        variables = ckpt.restore_part(step, model_variables(exp.abstract_state()))
     finally:
         ckpt.close()
-    return exp, state, step
+    return exp, variables, step
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -447,7 +461,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
 
     What the task exports (detection: COCO JSON) goes to `workdir/eval`.
     """
-    exp, state, step = restore(config, workdir)
-    metrics = exp.evaluate(state, export_dir=os.path.join(workdir, "eval"))
+    exp, variables, step = restore(config, workdir)
+    metrics = exp.evaluate(variables, export_dir=os.path.join(workdir, "eval"))
     logging.info("step %d %s: %s", step, config.data.eval_split, metrics)
     return {"step": step, **metrics}

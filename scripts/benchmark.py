@@ -4,6 +4,7 @@
   python scripts/benchmark.py --config configs/imagenet_resnet50.py --dtype float32 \
       --batch_size 32 --image_size 128 --steps 5 --warmup 2 --reference
   python scripts/benchmark.py --config configs/digits_cnn.py --input
+  python scripts/benchmark.py --config configs/digit_detection_fcos.py --reference
 
 Train and eval steps run on synthetic data of the config's shapes (no dataset
 needed); `--input` times the real loader alone. The JSON is the last line of
@@ -24,7 +25,9 @@ _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps before them (after co
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Overrides config.batch_size.")
 _DTYPE = flags.DEFINE_string("dtype", None, "Overrides config.dtype (compute dtype).")
 _IMAGE_SIZE = flags.DEFINE_integer(
-    "image_size", None, "Overrides config.augment.crop_size and config.data.resize_size."
+    "image_size", None,
+    "Overrides config.augment.crop_size and config.data.resize_size (classification) "
+    "or config.data.image_size (detection).",
 )
 _TRAIN = flags.DEFINE_boolean("train", False, "Time the train step (the default).")
 _EVAL = flags.DEFINE_boolean("eval", False, "Time the eval step.")
@@ -49,7 +52,9 @@ def main(argv):
             config.batch_size = config.eval_batch_size = _BATCH_SIZE.value
         if _DTYPE.value is not None:
             config.dtype = _DTYPE.value
-        if _IMAGE_SIZE.value is not None:
+        if _IMAGE_SIZE.value is not None and config.task == "detection":
+            config.data.image_size = _IMAGE_SIZE.value  # The canvas side.
+        elif _IMAGE_SIZE.value is not None:
             config.augment.crop_size = config.data.resize_size = _IMAGE_SIZE.value
     result = benchmark.run_benchmark(
         config, mode=(modes or ["train"])[0], steps=_STEPS.value, warmup=_WARMUP.value,

@@ -39,8 +39,7 @@ def main(argv):
         raise UserError(f"predict.py runs detectors; {config.task!r} is not config.task 'detection'.")
     paths = visualize.list_images(_IMAGE.value)
     folder = os.path.isdir(_IMAGE.value)
-    exp, state, step = train.restore(config, _WORKDIR.value)
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    exp, variables, step = train.restore(config, _WORKDIR.value)
     predict = jax.jit(functools.partial(detection.predict, model=exp.model, config=config))
     decode = data.DetectionDecode(config.data.image_size, max_boxes=1)
     channels = exp.input_shape[-1]

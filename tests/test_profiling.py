@@ -14,8 +14,8 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from configs import digits_cnn
-from jaxvision import benchmark, models, profiling
+from configs import digit_detection_fcos, digits_cnn
+from jaxvision import benchmark, models, profiling, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -145,6 +145,26 @@ def test_run_benchmark_reports_sane_numbers(data_dir):
 
     result = benchmark.run_benchmark(config, mode="eval", steps=1, warmup=0)
     assert result["batch_size"] == config.eval_batch_size and result["flops_per_step"] > 0
+
+
+def test_run_benchmark_times_a_detector_against_its_bare_step(digit_detection_dir):
+    config = digit_detection_fcos.get_config("smoke")
+    config.data.data_dir = digit_detection_dir
+    exp = train.Experiment(config)
+    synthetic = benchmark.synthetic_batch(exp, 8)
+    iterator = exp.train_iterator()
+    real = next(iterator)
+    iterator.close()
+    # The same keys, shapes and dtypes as the real loader's batches (plus "mask").
+    for key, value in real.items():
+        assert synthetic[key].shape == value.shape and synthetic[key].dtype == value.dtype, key
+    assert synthetic["box_mask"].sum(axis=1).tolist() == [4] * 8  # max_boxes // 2 each.
+
+    result = benchmark.run_benchmark(config, mode="train", steps=1, warmup=0, reference=True)
+    assert result["task"] == "detection" and result["image_size"] == 64
+    assert result["flops_per_step"] > 0 and result["reference_images_per_s"] > 0
+    assert result["overhead_ratio"] == pytest.approx(
+        result["images_per_s"] / result["reference_images_per_s"])
 
 
 def _script(*args):

@@ -234,12 +234,19 @@ def test_evaluate_without_checkpoint_is_refused(data_dir, tmp_path):
         train.evaluate(smoke_config(data_dir), str(tmp_path))
 
 
-def test_bfloat16_training_reaches_the_float32_accuracy_band(smoke_run, data_dir, tmp_path):
-    workdir, _ = smoke_run
-    f32 = next(r for r in _read_metrics(workdir) if r["split"] == "test")["accuracy"]
+def test_bfloat16_step_matches_float32_and_training_learns(data_dir, tmp_path):
+    batch = _random_batch(32)
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        exp = train.Experiment(smoke_config(data_dir, dtype=dtype))
+        _, metrics = exp.train_step(exp.init_state(), jax.device_put(batch, exp.batch_sharding))
+        losses[dtype] = float(metrics["loss"])
+    # Same parameters, same batch: the loss agrees to bf16's ~3 significant digits.
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=1e-2)
+    assert losses["bfloat16"] != losses["float32"]  # The compute really was bf16.
     state = train.train_and_evaluate(smoke_config(data_dir, dtype="bfloat16"), str(tmp_path))
-    bf16 = [r for r in _read_metrics(str(tmp_path)) if r["split"] == "test"][-1]["accuracy"]
-    assert abs(bf16 - f32) < 0.08, (bf16, f32)
+    # The 60-step smoke run reaches ~0.65-0.75 (f32 and bf16 alike; chance is 0.1).
+    assert [r for r in _read_metrics(str(tmp_path)) if r["split"] == "test"][-1]["accuracy"] > 0.5
     # Parameters and optimizer state stay float32; only the compute is bf16.
     assert {x.dtype for x in jax.tree.leaves(state.params)} == {np.dtype("float32")}
 

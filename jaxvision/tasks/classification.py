@@ -5,7 +5,9 @@ A task module gives the trainer (`jaxvision.train`) exactly these:
   - `input_shape(config, info)`: the model input used to initialize it;
   - `loss_fn(...)`: the loss on a training batch (in `jax.jit`, augments on device);
   - `eval_outputs(...)`: what one eval batch contributes (in `jax.jit`);
-  - `Evaluator(config, info)`: adds up `eval_outputs` on the host, `result()`.
+  - `Evaluator(config, info)`: adds up `eval_outputs` on the host, `result()`;
+  - `synthetic_batch(config, info, batch_size, rng)`: random host rows shaped
+    like the decoded data, for `jaxvision.benchmark` (no dataset read).
 """
 
 from typing import Any
@@ -18,6 +20,7 @@ import numpy as np
 
 from jaxvision import data, losses
 from jaxvision.data import augment
+from jaxvision.errors import UserError
 
 
 def make_decode(config: ml_collections.ConfigDict) -> data.Decode:
@@ -122,3 +125,27 @@ class Evaluator:
             "loss": self._sums["loss"] / count,
             "num_examples": self._sums["count"],
         }
+
+
+def synthetic_batch(
+    config: ml_collections.ConfigDict, info: data.DatasetInfo, batch_size: int,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """Random uint8 "image" `[B, S, S, C]`, "label" `[B]` and "mask" `[B]` (all True).
+
+    S is `config.data.resize_size`, or the dataset's fixed image size.
+    """
+    size = config.data.resize_size
+    if size is None:
+        if info.image_shape is None:
+            raise UserError(
+                f"Images of {config.data.name!r} vary in size; set "
+                "config.data.resize_size (or --image_size) to benchmark it."
+            )
+        size = info.image_shape[0]
+    channels = info.image_shape[-1] if info.image_shape else 3
+    return {
+        "image": rng.integers(0, 256, (batch_size, size, size, channels), dtype=np.uint8),
+        "label": rng.integers(0, info.num_classes, (batch_size,), dtype=np.int32),
+        "mask": np.ones((batch_size,), bool),
+    }

@@ -1,6 +1,6 @@
 """Object detection: the pieces of the trainer that depend on the task.
 
-The same five pieces as `tasks/classification.py` (see its docstring). The
+The same six pieces as `tasks/classification.py` (see its docstring). The
 detector itself (`models/fcos.py`, `models/retinanet.py`) owns its targets,
 loss and box decoding; this file adds what every detector shares:
 
@@ -187,3 +187,35 @@ class Evaluator:
             coco.write_json(os.path.join(export_dir, "ground_truth.json"), gt)
             coco.write_json(os.path.join(export_dir, "detections.json"), dets)
         return {**coco.evaluate(gt, dets), "num_images": float(len(self._annotations))}
+
+
+def synthetic_batch(
+    config: ml_collections.ConfigDict, info: data.DatasetInfo, batch_size: int,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """Random canvases, each with `max(1, max_boxes // 2)` random boxes, as decoded batches.
+
+    Random records (noise images at the canvas size, boxes of 1/8 to 1/2 of the
+    side, random labels) go through the config's own `DetectionDecode`, so the
+    keys, shapes and dtypes are exactly those of real batches.
+    """
+    size = config.data.image_size
+    channels = info.image_shape[-1] if info.image_shape else 3
+    num_boxes = max(1, config.data.max_boxes // 2)
+    decode = make_decode(config)
+    examples = []
+    for image_id in range(batch_size):
+        hw = rng.uniform(0.125, 0.5, (num_boxes, 2))  # [n, 2] normalized (h, w)
+        top_left = rng.uniform(0, 1 - hw)  # [n, 2] (ymin, xmin)
+        record = {
+            "image": rng.integers(0, 256, (size, size, channels), dtype=np.uint8),
+            "image/id": image_id,
+            "objects": {
+                "bbox": np.concatenate([top_left, top_left + hw], axis=1),  # [n, 4] yxyx
+                "label": rng.integers(0, info.num_classes, (num_boxes,)),
+            },
+        }
+        examples.append(decode.decode(record))
+    batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    batch["mask"] = np.ones((batch_size,), bool)
+    return batch
