@@ -54,8 +54,9 @@ class Checkpointer:
             if saved.get(key) != value:
                 raise UserError(
                     f"The checkpoint in {self.directory} was written with {key}="
-                    f"{saved.get(key)} but the config has {key}={value}; use a new "
-                    "--workdir (or move the old one away) to train this config."
+                    f"{saved.get(key)} but the config has {key}={value}; pass the "
+                    "config that run was trained with, or use a new --workdir (or move "
+                    "the old one away) to train this config."
                 )
 
     def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Any:

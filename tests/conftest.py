@@ -14,7 +14,6 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
-
 @pytest.fixture(scope="session")
 def digit_detection_dir(tmp_path_factory) -> str:
     """A tfds data dir in which "digit_detection" has been prepared (once per session)."""

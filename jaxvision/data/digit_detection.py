@@ -18,7 +18,7 @@ training. Everything is drawn from fixed seeds per split (one stream for which
 digits, one for sizes and places), so every build is identical.
 
 Source and citation: UCI Optical Recognition of Handwritten Digits ("optdigits"),
-E. Alpaydin and C. Kaynak, 1998, doi:10.24432/C50P49 (BibTeX in `_CITATION`).
+E. Alpaydin and C. Kaynak, 1998, doi:10.24432/C50P49 (BibTeX in `digits.CITATION`).
 """
 
 from collections.abc import Iterator
@@ -30,16 +30,6 @@ from etils import epath
 from PIL import Image
 
 from jaxvision.data import digits
-
-_CITATION = """\
-@misc{alpaydin1998optdigits,
-  author = {Alpaydin, E. and Kaynak, C.},
-  title = {Optical Recognition of Handwritten Digits},
-  year = {1998},
-  howpublished = {UCI Machine Learning Repository},
-  doi = {10.24432/C50P49},
-}
-"""
 
 CANVAS_SIZE = 128  # Canvas height and width in pixels.
 # Glyph sides in pixels, drawn uniformly. 12 px (1.5x the 8 px source) is about
@@ -123,7 +113,7 @@ class DigitDetection(tfds.core.GeneratorBasedBuilder):
                 }
             ),
             homepage="https://archive.ics.uci.edu/dataset/80",
-            citation=_CITATION,
+            citation=digits.CITATION,
             # Record i is canvas i (image/id i) of `generate_canvases`; loaders
             # shuffle with their own seed.
             disable_shuffling=True,

@@ -4,7 +4,7 @@ The images ship inside scikit-learn, so the dataset builds offline in about a
 second and makes end-to-end classification runs possible on any machine.
 
 Source and citation: UCI Optical Recognition of Handwritten Digits ("optdigits"),
-E. Alpaydin and C. Kaynak, 1998, doi:10.24432/C50P49 (BibTeX in `_CITATION`).
+E. Alpaydin and C. Kaynak, 1998, doi:10.24432/C50P49 (BibTeX in `CITATION`).
 """
 
 from collections.abc import Iterator
@@ -16,7 +16,7 @@ from etils import epath
 from sklearn import datasets as sk_datasets
 from sklearn import model_selection
 
-_CITATION = """\
+CITATION = """\
 @misc{alpaydin1998optdigits,
   author = {Alpaydin, E. and Kaynak, C.},
   title = {Optical Recognition of Handwritten Digits},
@@ -61,7 +61,7 @@ class Digits(tfds.core.GeneratorBasedBuilder):
             ),
             supervised_keys=("image", "label"),
             homepage="https://archive.ics.uci.edu/dataset/80",
-            citation=_CITATION,
+            citation=CITATION,
         )
 
     def _split_generators(
