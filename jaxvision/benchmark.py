@@ -1,6 +1,6 @@
 """Speed of a config's train step, eval step or data loader, and why.
 
-`run_benchmark` builds the config's `Experiment` and times its jitted step on
+`run_benchmark` builds the config's `Trainer` and times its jitted step on
 synthetic data of the config's shapes (no dataset needed), or its real loader
 alone (`mode="input"`). It reports compile time apart from step time, step
 times with `block_until_ready` after every step, images/s, XLA's FLOPs, MFU and
@@ -27,10 +27,11 @@ import optax
 
 from jaxvision import profiling
 from jaxvision.errors import UserError
-from jaxvision.train import Experiment, model_variables
+from jaxvision.experiment import Experiment
+from jaxvision.train import Trainer, model_variables
 
 MODES = ("train", "eval", "input")
-# The train-set size given to the Experiment on synthetic data: it only sets
+# The train-set size given to the Trainer on synthetic data: it only sets
 # the learning-rate schedule's length, not the speed.
 _SYNTHETIC_NUM_EXAMPLES = 1_000_000
 
@@ -183,38 +184,40 @@ def run_benchmark(
     if mode == "input":
         return {**result, **_benchmark_input(config, batch_size, steps, warmup)}
 
-    exp = Experiment(config, num_train_examples=_SYNTHETIC_NUM_EXAMPLES)
+    trainer = Trainer(Experiment(config), num_train_examples=_SYNTHETIC_NUM_EXAMPLES)
+    exp = trainer.experiment
     batch = synthetic_batch(exp, batch_size)
-    state = exp.init_state()
+    state = trainer.init_state()
     result["image_size"] = batch["image"].shape[1]
     result["param_count"] = sum(x.size for x in jax.tree.leaves(state.params))
     if mode == "train":
-        compiled, result["compile_s"], result["lower_s"] = _compile(exp.train_step, state, batch)
+        compiled, result["compile_s"], result["lower_s"] = _compile(trainer.train_step, state, batch)
         runners = {"ours": (lambda s: compiled(s, batch), state)}  # -> (state, metrics)
     else:
         variables = model_variables(state)
         compiled, result["compile_s"], result["lower_s"] = _compile(exp.eval_step, variables, batch)
         runners = {"ours": (lambda v: (v, compiled(v, batch)), variables)}
     if reference:
-        runners["reference"], result["reference_compile_s"] = _reference(exp, batch)
+        runners["reference"], result["reference_compile_s"] = _reference(trainer, batch)
     times = _time_alternately(runners, steps, warmup)
     result.update(_summary(times["ours"], batch_size))
     if reference:
         ref = _summary(times["reference"], batch_size)
         result.update({f"reference_{k}": v for k, v in ref.items()})
         result["overhead_ratio"] = result["images_per_s"] / ref["images_per_s"]
-    result.update(_costs(exp, compiled, result["step_time_median_s"], batch_size, mode))
+    result.update(_costs(trainer.experiment, compiled, result["step_time_median_s"], batch_size, mode))
     if device.platform != "cpu" and device.memory_stats():
         result["device_peak_bytes"] = device.memory_stats().get("peak_bytes_in_use")
     return result
 
 
-def _reference(exp: Experiment, batch: dict[str, jax.Array]):
-    """`reference_train_step` for `exp` as a runner `(fn, carry)`, and its compile time."""
-    sharding = exp.state_sharding
+def _reference(trainer: Trainer, batch: dict[str, jax.Array]):
+    """`reference_train_step` for `trainer` as a runner `(fn, carry)`, and its compile time."""
+    exp = trainer.experiment
+    sharding = trainer.state_sharding
     replicated = jax.sharding.NamedSharding(exp.mesh, jax.sharding.PartitionSpec())
     step = jax.jit(
-        functools.partial(reference_train_step, model=exp.model, tx=exp.tx),
+        functools.partial(reference_train_step, model=exp.model, tx=trainer.tx),
         in_shardings=(sharding.params, sharding.batch_stats, sharding.opt_state,
                       exp.batch_sharding, exp.batch_sharding, replicated),
         out_shardings=(sharding.params, sharding.batch_stats, sharding.opt_state, replicated),
@@ -227,7 +230,7 @@ def _reference(exp: Experiment, batch: dict[str, jax.Array]):
         exp.batch_sharding,
     )  # [B, H, W, C] float32
     rng = jax.device_put(jax.random.PRNGKey(2), replicated)
-    state = exp.init_state()  # Its own copy: each step donates its inputs.
+    state = trainer.init_state()  # Its own copy: each step donates its inputs.
     carry = (state.params, state.batch_stats, state.opt_state)
     compiled, seconds, _ = _compile(step, *carry, images, targets, rng)
 
@@ -245,11 +248,11 @@ def _costs(exp: Experiment, compiled: Any, step_time: float, batch_size: int, mo
     per_device = profiling.compiled_flops(compiled)
     flops = per_device * num_devices if per_device is not None else None
     peak, peak_source = profiling.peak_tflops(device, exp.config.dtype)
-    variables = exp.abstract_state()
+    variables = exp.abstract_variables()
     image = jax.ShapeDtypeStruct(exp.input_shape, jnp.float32)  # [1, crop, crop, C]
     forward = profiling.matmul_flops(
         lambda p, b, x: exp.model.apply({"params": p, "batch_stats": b}, x, train=False),
-        variables.params, variables.batch_stats, image,
+        variables["params"], variables["batch_stats"], image,
     )
     out = {
         "flops_per_step": flops,
@@ -268,8 +271,7 @@ def _costs(exp: Experiment, compiled: Any, step_time: float, batch_size: int, mo
 
 def _benchmark_input(config: ml_collections.ConfigDict, batch_size: int, steps: int, warmup: int):
     """Images/s of the real train loader alone: batches fetched and placed on the devices."""
-    exp = Experiment(config)
-    iterator = exp.train_iterator()
+    iterator = Trainer(Experiment(config)).train_iterator()
     try:
         image_size = jax.block_until_ready(next(iterator))["image"].shape[1]
         for _ in range(warmup):

@@ -1,9 +1,10 @@
-"""Training and evaluation: the TrainState, the pure steps, and the loop.
+"""Training: the TrainState, the pure train step, the `Trainer` and the loop.
 
-`train_step` and `eval_step` are module-level pure functions; the loop jits
-them once with explicit shardings over a mesh of all devices (the state is
-replicated and donated, batches are split over the `data` axis), so the same
-code runs on one CPU, eight GPUs or many hosts.
+`train_step` is a module-level pure function; the `Trainer` jits it once with
+explicit shardings over a mesh of all devices (parameters and optimizer
+state split over the `fsdp` axis, donated; batches split over the `data`
+axis), so the same code runs on one CPU, eight GPUs or many hosts. The model
+side (model, decoder, eval step, evaluation) is `jaxvision.experiment`.
 
 Everything is a function of (config, seed): the per-step RNG is
 `fold_in(state.rng, state.step)`, the data order is seeded, and a checkpoint
@@ -12,7 +13,6 @@ exactly where it stopped.
 """
 
 import functools
-import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -27,15 +27,12 @@ import optax
 import tqdm
 from absl import logging
 from flax.training.dynamic_scale import DynamicScale
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
-from jaxvision import data, models, optim, parallel, writers
+from jaxvision import data, optim, parallel, writers
 from jaxvision.checkpoint import Checkpointer
 from jaxvision.errors import UserError
-from jaxvision.tasks import classification, detection
-
-# config.task -> the module with the task's pieces (see `tasks/classification.py`).
-TASKS = {"classification": classification, "detection": detection}
+from jaxvision.experiment import Experiment, init_variables, variable_shardings
 
 
 @flax.struct.dataclass
@@ -55,18 +52,12 @@ def create_train_state(
     rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation,
     input_shape: tuple[int, ...], loss_scaling: bool = False,
 ) -> TrainState:
-    """Initializes the model variables and the optimizer state.
+    """Initializes the model variables (`experiment.init_variables`) and the optimizer state.
 
-    The parameters are sampled with the "rbg" PRNG, keyed by 128 bits of `rng`:
-    XLA:CPU compiles threefry sampling for every parameter shape in tens of
-    seconds (rbg: a few), and rbg streams are identical across shardings
-    (though not across platforms). The state's own `rng` stays threefry.
+    The state's own `rng` (threefry) is split from `rng` beside the init key.
     """
     init_rng, state_rng = jax.random.split(rng)
-    init_rng = jax.random.wrap_key_data(
-        jax.random.bits(init_rng, (4,), jnp.uint32), impl="rbg"
-    )
-    variables = model.init(init_rng, jnp.zeros(input_shape, jnp.float32), train=False)
+    variables = init_variables(init_rng, model, input_shape)
     params = variables["params"]
     dynamic_scale = None
     if loss_scaling:
@@ -77,7 +68,7 @@ def create_train_state(
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        batch_stats=variables.get("batch_stats", {}),
+        batch_stats=variables["batch_stats"],
         opt_state=tx.init(params),
         rng=state_rng,
         dynamic_scale=dynamic_scale,
@@ -127,80 +118,37 @@ def model_variables(state: TrainState) -> dict[str, Any]:
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def eval_step(
-    variables: dict[str, Any], batch: dict[str, jax.Array], *, outputs_fn: Callable
-) -> dict[str, jax.Array]:
-    """The task's outputs for one eval batch: `outputs_fn(variables, batch)`.
-
-    Evaluation needs only the model variables, so a checkpoint evaluates
-    whatever optimizer trained it.
-    """
-    return outputs_fn(variables, batch)
-
-
 def state_shardings(mesh: Mesh, state: TrainState) -> TrainState:
     """Where each part of the (abstract) state lives on `mesh`.
 
     Parameters, BatchNorm statistics and optimizer moments are split over the
-    `fsdp` axis (`parallel.fsdp_spec`; an optimizer moment is laid out like its
-    parameter); step and RNG are replicated.
+    `fsdp` axis (`experiment.variable_shardings`); step and RNG are replicated.
     """
-    fsdp = mesh.shape["fsdp"]
-
-    def shard(tree):
-        return jax.tree.map(lambda x: NamedSharding(mesh, parallel.fsdp_spec(x.shape, fsdp)), tree)
-
     replicated = parallel.replicated(mesh)
     return TrainState(
-        step=replicated, params=shard(state.params), batch_stats=shard(state.batch_stats),
-        opt_state=shard(state.opt_state), rng=replicated,
+        step=replicated, params=variable_shardings(mesh, state.params),
+        batch_stats=variable_shardings(mesh, state.batch_stats),
+        opt_state=variable_shardings(mesh, state.opt_state), rng=replicated,
         dynamic_scale=jax.tree.map(lambda _: replicated, state.dynamic_scale),
     )
 
 
-class Experiment:
-    """The pieces a config describes, built once: model, optimizer, data, jitted steps.
+class Trainer:
+    """The training side of an `Experiment`: schedule, optimizer, state, train step, data."""
 
-    Shared by training and evaluation so both see exactly the same model and
-    state layout.
-    """
-
-    def __init__(
-        self, config: ml_collections.ConfigDict, mesh: Mesh | None = None,
-        num_train_examples: int | None = None,
-    ):
-        """Builds everything from `config`.
+    def __init__(self, experiment: Experiment, num_train_examples: int | None = None):
+        """Builds the optimizer and the jitted train step for `experiment`.
 
         Args:
-          config: the experiment config.
-          mesh: the device mesh; default from `config.mesh` over all devices.
+          experiment: the model side (model, mesh, decoder, config).
           num_train_examples: the train split's size, for the schedule. Given,
-            the dataset is not read or prepared (benchmarks on synthetic data).
+            the dataset is not read (benchmarks on synthetic data).
         """
-        if config.task not in TASKS:
-            raise UserError(
-                f"Unknown config.task {config.task!r}; known tasks: {sorted(TASKS)}."
-            )
-        if config.dtype not in ("float32", "bfloat16", "float16"):
-            raise UserError(
-                f"config.dtype={config.dtype!r} is not a compute dtype jaxvision "
-                "supports; use 'float32', 'bfloat16' or 'float16'."
-            )
-        self.config = config
-        self.task = TASKS[config.task]
-        if mesh is None:
-            mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp)
-        self.mesh = mesh
+        self.experiment = exp = experiment
+        config = exp.config
         if num_train_examples is None:
-            data.prepare(config.data.name, config.data.data_dir)
             num_train_examples = len(data.load_source(
                 config.data.name, config.data.train_split, config.data.data_dir))
-        self.info = data.dataset_info(config.data.name, config.data.data_dir)
-        model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
-        self.model = models.get_model(
-            config.model.name, num_classes=self.info.num_classes,
-            dtype=jnp.dtype(config.dtype), **model_kwargs,
-        )
         self.steps_per_epoch = max(num_train_examples // config.batch_size, 1)
         self.num_train_steps = config.num_train_steps or int(
             config.num_epochs * self.steps_per_epoch
@@ -208,47 +156,23 @@ class Experiment:
         self.tx, self.schedule = optim.make_optimizer(
             config.optimizer, self.steps_per_epoch, self.num_train_steps
         )
-        self.input_shape = self.task.input_shape(config, self.info)
-        self.decode = self.task.make_decode(config)
-
-        replicated = parallel.replicated(self.mesh)
-        self.batch_sharding = parallel.batch_sharding(self.mesh)
         init_fn = functools.partial(
-            create_train_state, model=self.model, tx=self.tx, input_shape=self.input_shape,
+            create_train_state, model=exp.model, tx=self.tx, input_shape=exp.input_shape,
             loss_scaling=config.dtype == "float16",
         )
         self._state_shapes = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
-        self.state_sharding = state_shardings(self.mesh, self._state_shapes)
+        self.state_sharding = state_shardings(exp.mesh, self._state_shapes)
         self._init = jax.jit(init_fn, out_shardings=self.state_sharding)
-        loss_fn = functools.partial(self.task.loss_fn, model=self.model, config=config)
+        loss_fn = functools.partial(exp.task.loss_fn, model=exp.model, config=config)
         self.train_step = jax.jit(
             functools.partial(train_step, tx=self.tx, loss_fn=loss_fn),
-            in_shardings=(self.state_sharding, self.batch_sharding),
-            out_shardings=(self.state_sharding, replicated),
+            in_shardings=(self.state_sharding, exp.batch_sharding),
+            out_shardings=(self.state_sharding, parallel.replicated(exp.mesh)),
             donate_argnums=0,
         )
-        outputs_fn = functools.partial(self.task.eval_outputs, model=self.model, config=config)
-        # Replicated outputs: every process sees the whole batch's results.
-        self.eval_step = jax.jit(
-            functools.partial(eval_step, outputs_fn=outputs_fn),
-            in_shardings=(model_variables(self.state_sharding), self.batch_sharding),
-            out_shardings=replicated,
-        )
-
-    @property
-    def meta(self) -> dict:
-        """The checkpoint header: what must match for a checkpoint to be restored.
-
-        Round-tripped through JSON so it compares equal to what a checkpoint holds.
-        """
-        return json.loads(json.dumps({
-            "model": self.config.model.to_dict(),
-            "dataset": self.config.data.name,
-            "num_classes": self.info.num_classes,
-        }))
 
     def init_state(self) -> TrainState:
-        return self._init(jax.random.PRNGKey(self.config.seed))
+        return self._init(jax.random.PRNGKey(self.experiment.config.seed))
 
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and shardings of the state on this mesh, without computing it.
@@ -261,40 +185,15 @@ class Experiment:
             self._state_shapes, self.state_sharding,
         )
 
-    def train_iterator(self):
-        cfg = self.config.data
+    def train_iterator(self) -> data.TrainIterator:
+        exp = self.experiment
+        cfg = exp.config.data
         return data.make_train_iterator(
             cfg.name, cfg.train_split, cfg.data_dir,
-            global_batch_size=self.config.batch_size, seed=self.config.seed,
-            sharding=self.batch_sharding, decode=self.decode,
+            global_batch_size=exp.config.batch_size, seed=exp.config.seed,
+            sharding=exp.batch_sharding, decode=exp.decode,
             worker_count=cfg.worker_count, cache=cfg.cache,
         )
-
-    def evaluate(
-        self, variables: dict[str, Any], export_dir: str | None = None
-    ) -> dict[str, float]:
-        """One complete pass over the eval split with `model_variables`; the task's metrics.
-
-        With `export_dir`, the task also writes what it has to export there
-        (detection: COCO-format ground truth and detections).
-        """
-        cfg = self.config.data
-        iterator = data.make_eval_iterator(
-            cfg.name, cfg.eval_split, cfg.data_dir,
-            global_batch_size=self.config.eval_batch_size,
-            sharding=self.batch_sharding, decode=self.decode,
-        )
-        evaluator = self.task.Evaluator(self.config, self.info)
-        num_batches = 0
-        for batch in iterator:
-            evaluator.add(jax.device_get(self.eval_step(variables, batch)))
-            num_batches += 1
-        if not num_batches:
-            raise UserError(
-                f"The eval split {cfg.eval_split!r} of {cfg.name!r} is empty; set "
-                "config.data.eval_split to a split with examples."
-            )
-        return evaluator.result(export_dir)
 
 
 def _prepare_workdir(workdir: str):
@@ -312,11 +211,11 @@ def _prepare_workdir(workdir: str):
         ) from e
 
 
-def _dump_hlo(exp: Experiment, state: TrainState, batch: dict, workdir: str):
+def _dump_hlo(trainer: Trainer, state: TrainState, batch: dict, workdir: str):
     """Writes the train step's optimized (post-XLA) HLO to `workdir/train_step.hlo.txt`."""
     path = os.path.join(workdir, "train_step.hlo.txt")
     with open(path, "w") as f:
-        f.write(exp.train_step.lower(state, batch).compile().as_text())
+        f.write(trainer.train_step.lower(state, batch).compile().as_text())
     logging.info("Wrote the optimized HLO of the train step to %s.", path)
 
 
@@ -340,32 +239,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     stops with a UserError at the first non-finite loss without saving it.
     """
     _prepare_workdir(workdir)
-    exp = Experiment(config)
+    trainer = Trainer(Experiment(config))
     ckpt = Checkpointer(
         os.path.join(workdir, "checkpoints"),
         save_every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints,
     )
-    train_iter = exp.train_iterator()
+    train_iter = trainer.train_iterator()
     try:
-        return _train_loop(exp, ckpt, train_iter, workdir)
+        return _train_loop(trainer, ckpt, train_iter, workdir)
     finally:
         train_iter.close()
         ckpt.close()  # Lets an in-flight save finish, even on error.
 
 
 def _train_loop(
-    exp: Experiment, ckpt: Checkpointer, train_iter: data.TrainIterator, workdir: str
+    trainer: Trainer, ckpt: Checkpointer, train_iter: data.TrainIterator, workdir: str
 ) -> TrainState:
+    exp = trainer.experiment
     config = exp.config
     last_saved = ckpt.latest_step()
     if last_saved is not None:
         ckpt.check_meta(last_saved, exp.meta)  # Before anything is written.
-        state = ckpt.restore(last_saved, exp.abstract_state(), train_iter)
+        state = ckpt.restore(last_saved, trainer.abstract_state(), train_iter)
         logging.info("Resumed from checkpoint step %d in %s", last_saved, ckpt.directory)
     else:
-        state = exp.init_state()
+        state = trainer.init_state()
     start_step = int(state.step)
-    num_steps = exp.num_train_steps
+    num_steps = trainer.num_train_steps
     writers.write_run_files(workdir, config)
     writer = writers.MetricWriter(workdir)
 
@@ -380,12 +280,12 @@ def _train_loop(
     for step in range(start_step + 1, num_steps + 1):
         batch = next(train_iter)
         if profile.dump_hlo and step == start_step + 1:
-            _dump_hlo(exp, state, batch, workdir)
+            _dump_hlo(trainer, state, batch, workdir)
         if step == profile.start_step:
             jax.profiler.start_trace(os.path.join(workdir, "profile"))
             tracing = True
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
-            state, metrics = exp.train_step(state, batch)
+            state, metrics = trainer.train_step(state, batch)
         if tracing and step in (trace_end, num_steps):
             jax.block_until_ready(state)
             jax.profiler.stop_trace()
@@ -405,7 +305,7 @@ def _train_loop(
             _check_finite(step, [m["loss"] for m in host], ckpt.directory, last_saved)
             if log_now:
                 means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-                means["learning_rate"] = float(exp.schedule(step - 1))
+                means["learning_rate"] = float(trainer.schedule(step - 1))
                 writer.write(step, "train", means)
                 bar.set_postfix(loss=f"{means['loss']:.4f}")
             if save_now and ckpt.save(step, state, train_iter, exp.meta, force=is_last):
@@ -419,49 +319,3 @@ def _train_loop(
     writer.close()
     return state
 
-
-def restore(
-    config: ml_collections.ConfigDict, workdir: str
-) -> tuple[Experiment, dict[str, Any], int]:
-    """The experiment of `config` and the model variables of `workdir`'s latest checkpoint.
-
-    Only the params and BatchNorm statistics are read (see `model_variables`),
-    so the config's optimizer fields need not match the run's.
-
-    Returns:
-      `(experiment, variables, step)`.
-
-    Raises:
-      UserError: `workdir` has no complete checkpoint, or one of another model.
-    """
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
-        raise UserError(
-            f"No checkpoints in {directory}; train first with scripts/train.py "
-            f"--workdir {workdir}, or point --workdir at a trained run."
-        )
-    exp = Experiment(config)
-    ckpt = Checkpointer(directory)
-    try:
-        step = ckpt.latest_step()
-        if step is None:
-            raise UserError(
-                f"No complete checkpoint in {directory}; train first with "
-                f"scripts/train.py --workdir {workdir}."
-            )
-        ckpt.check_meta(step, exp.meta)
-        variables = ckpt.restore_part(step, model_variables(exp.abstract_state()))
-    finally:
-        ckpt.close()
-    return exp, variables, step
-
-
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Restores the latest checkpoint of `workdir` and evaluates it.
-
-    What the task exports (detection: COCO JSON) goes to `workdir/eval`.
-    """
-    exp, variables, step = restore(config, workdir)
-    metrics = exp.evaluate(variables, export_dir=os.path.join(workdir, "eval"))
-    logging.info("step %d %s: %s", step, config.data.eval_split, metrics)
-    return {"step": step, **metrics}

@@ -4,8 +4,8 @@
       --workdir runs/digit_detection_fcos --image in.png --out out.png
   python scripts/predict.py ... --image photos/ --out photos_boxes/ --json dets.json
 
-Each image goes through the same host resize as the dataset (longer side to
-config.data.image_size), the detector and its post-processing; boxes are drawn
+Each image goes through the same host resize as the dataset (`data.letterbox`:
+longer side to config.data.image_size), the detector and its post-processing; boxes are drawn
 on the original image with class names and scores. `--json` writes every
 detection (score >= config.detect.score_threshold) in COCO results format,
 in original pixels, with image ids numbering the inputs and their file names.
@@ -15,11 +15,10 @@ import functools
 import os
 
 import jax
-import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from jaxvision import cli, coco, data, train, visualize
+from jaxvision import cli, coco, data, experiment, visualize
 from jaxvision.errors import UserError
 from jaxvision.tasks import detection
 
@@ -39,18 +38,16 @@ def main(argv):
         raise UserError(f"predict.py runs detectors; {config.task!r} is not config.task 'detection'.")
     paths = visualize.list_images(_IMAGE.value)
     folder = os.path.isdir(_IMAGE.value)
-    exp, variables, step = train.restore(config, _WORKDIR.value)
+    exp, variables, step = experiment.restore(config, _WORKDIR.value)
     predict = jax.jit(functools.partial(detection.predict, model=exp.model, config=config))
-    decode = data.DetectionDecode(config.data.image_size, max_boxes=1)
     channels = exp.input_shape[-1]
     results = []
     for image_id, path in enumerate(paths):
         image = visualize.load_image(path, channels)  # [H, W, C]
-        no_boxes = {"bbox": np.zeros((0, 4), np.float32), "label": np.zeros(0, np.int64)}
-        example = decode.decode({"image": image, "image/id": image_id, "objects": no_boxes})
-        dets = jax.device_get(predict(variables, example["image"][None]))  # batch of 1
+        canvas, scale = data.letterbox(image, config.data.image_size)  # [S, S, C], [2]
+        dets = jax.device_get(predict(variables, canvas[None]))  # batch of 1
         valid = dets["valid"][0]
-        boxes = dets["boxes"][0][valid] / np.tile(example["scale"], 2)  # [D, 4] original px
+        boxes = detection.to_original_pixels(dets["boxes"][0][valid], scale)  # [D, 4]
         scores, labels = dets["scores"][0][valid], dets["labels"][0][valid]
         shown = scores >= _DRAW_THRESHOLD.value
         drawn = visualize.draw_detections(

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from configs import digit_detection_fcos, digit_detection_retinanet
-from jaxvision import coco, parallel, train, visualize
+from jaxvision import coco, experiment, parallel, train, visualize
 
 CONFIGS = {"fcos": digit_detection_fcos, "retinanet": digit_detection_retinanet}
 
@@ -40,15 +40,16 @@ def smoke_config(name, data_dir):
 
 def two_steps(config, num_devices):
     """Losses and params after 2 train steps on the first `num_devices` devices."""
-    exp = train.Experiment(config, mesh=parallel.make_mesh(devices=jax.devices()[:num_devices]))
-    state = exp.init_state()
-    iterator = exp.train_iterator()
+    mesh = parallel.make_mesh(devices=jax.devices()[:num_devices])
+    trainer = train.Trainer(experiment.Experiment(config, mesh=mesh))
+    state = trainer.init_state()
+    iterator = trainer.train_iterator()
     losses = []
     for _ in range(2):
-        state, metrics = exp.train_step(state, next(iterator))
+        state, metrics = trainer.train_step(state, next(iterator))
         losses.append(float(metrics["loss"]))
     iterator.close()
-    assert exp.train_step._cache_size() == 1  # No recompilation after step 1.
+    assert trainer.train_step._cache_size() == 1  # No recompilation after step 1.
     return losses, jax.device_get(state.params)
 
 
@@ -90,7 +91,7 @@ def test_training_logs_coco_metrics_and_eval_reproduces_them(fcos_run):
     for key in coco.METRIC_NAMES:
         assert -1.0 <= last_eval[key] <= 1.0
     assert last_eval["num_images"] == 64  # The smoke variant's "test[:64]".
-    metrics = train.evaluate(config, workdir)
+    metrics = experiment.evaluate(config, workdir)
     for key in coco.METRIC_NAMES:
         assert metrics[key] == pytest.approx(last_eval[key], abs=1e-9), key
     # The export: COCO ground truth of every test image, detections on them.

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from configs import digits_cnn
-from jaxvision import parallel, train
+from jaxvision import experiment, parallel, train
 from jaxvision.checkpoint import Checkpointer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,10 +64,10 @@ def _restore_final(workdir, data_dir):
     """Restores the last checkpoint into this (8-device, 1-process) test process."""
     config = digits_cnn.get_config("smoke")
     config.data.data_dir = data_dir
-    exp = train.Experiment(config, mesh=parallel.make_mesh())
+    trainer = train.Trainer(experiment.Experiment(config, mesh=parallel.make_mesh()))
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     try:
-        return ckpt.restore(ckpt.latest_step(), exp.abstract_state())
+        return ckpt.restore(ckpt.latest_step(), trainer.abstract_state())
     finally:
         ckpt.close()
 

@@ -6,7 +6,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import digits_cnn
-from jaxvision import parallel, train
+from jaxvision import experiment, parallel, train
 from jaxvision.checkpoint import Checkpointer
 from jaxvision.errors import UserError
 
@@ -57,7 +57,7 @@ def _experiment(data_dir, num_devices, fsdp):
     config = digits_cnn.get_config("smoke")
     config.data.data_dir = data_dir
     mesh = parallel.make_mesh(fsdp=fsdp, devices=jax.devices()[:num_devices])
-    return train.Experiment(config, mesh=mesh)
+    return train.Trainer(experiment.Experiment(config, mesh=mesh))
 
 
 @pytest.mark.parametrize("save_layout,restore_layout", [
@@ -73,10 +73,10 @@ def test_checkpoint_restores_on_another_layout(tmp_path, save_layout, restore_la
         "image": np.random.default_rng(0).integers(0, 256, (32, 8, 8, 1), dtype=np.uint8),
         "label": np.arange(32, dtype=np.int32) % 10,
     }
-    state, _ = saver.train_step(state, jax.device_put(batch, saver.batch_sharding))
+    state, _ = saver.train_step(state, jax.device_put(batch, saver.experiment.batch_sharding))
     iterator = saver.train_iterator()
     ckpt = Checkpointer(str(tmp_path / "ckpt"))
-    ckpt.save(1, state, iterator, saver.meta)
+    ckpt.save(1, state, iterator, saver.experiment.meta)
     ckpt.close()
     saved = jax.device_get(state)
 

@@ -15,7 +15,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from configs import digit_detection_fcos, digits_cnn
-from jaxvision import benchmark, models, profiling, train
+from jaxvision import benchmark, experiment, models, profiling, train
+from tests import flops_reference
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,27 +32,27 @@ def _compiled(module, x):
     ("SAME", (2, 2), False, 16),  # XLA pads only at the end: 23 of 24 taps per axis.
     ("VALID", (1, 1), False, 8),
 ])
-def test_xla_conv_flops_equal_analytic(padding, strides, use_bias, size):
+def test_xla_conv_flops_equal_hand_formula(padding, strides, use_bias, size):
     x = jnp.ones((2, size, size, 16))  # [B, H, W, Cin]
     conv = nn.Conv(32, (3, 3), strides=strides, padding=padding, use_bias=use_bias)
-    expected = profiling.analytic_conv_flops(
+    expected = flops_reference.conv_flops(
         2, (size, size), 16, 32, (3, 3), strides, padding, use_bias=use_bias)
     assert profiling.compiled_flops(_compiled(conv, x)) == expected
 
 
-def test_analytic_conv_flops_hand_values():
+def test_conv_flops_reference_hand_values():
     # 3x3 SAME on 8x8: 22 of the 24 (position, tap) pairs per axis read the image.
-    assert profiling.analytic_conv_flops(2, (8, 8), 16, 32, (3, 3)) == 2 * 2 * 22 * 22 * 16 * 32
-    textbook = profiling.analytic_conv_flops(2, (8, 8), 16, 32, (3, 3), count_padding=True)
+    assert flops_reference.conv_flops(2, (8, 8), 16, 32, (3, 3)) == 2 * 2 * 22 * 22 * 16 * 32
+    textbook = flops_reference.conv_flops(2, (8, 8), 16, 32, (3, 3), count_padding=True)
     assert textbook == 2 * 2 * 8 * 8 * 9 * 16 * 32
 
 
 @pytest.mark.parametrize("use_bias", [False, True])
-def test_xla_dense_flops_equal_analytic(use_bias):
+def test_xla_dense_flops_equal_hand_formula(use_bias):
     x = jnp.ones((4, 128))  # [B, in]
     flops = profiling.compiled_flops(_compiled(nn.Dense(64, use_bias=use_bias), x))
-    assert flops == profiling.analytic_dense_flops(4, 128, 64, use_bias)
-    assert profiling.analytic_dense_flops(4, 128, 64) == 2 * 4 * 128 * 64
+    assert flops == flops_reference.dense_flops(4, 128, 64, use_bias)
+    assert flops_reference.dense_flops(4, 128, 64) == 2 * 4 * 128 * 64
 
 
 def test_cost_and_memory_analysis_are_per_device():
@@ -75,11 +76,11 @@ def test_matmul_flops_of_cnn_forward_is_the_sum_of_its_layers():
     x = jnp.zeros((3, 8, 8, 1))  # [B, H, W, C]
     variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
     flops = profiling.matmul_flops(lambda v, x: model.apply(v, x, train=False), variables, x)
-    conv = profiling.analytic_conv_flops
+    conv, dense = flops_reference.conv_flops, flops_reference.dense_flops
     expected = (conv(3, (8, 8), 1, 32, (3, 3), count_padding=True)  # 8x8, pool to 4x4
                 + conv(3, (4, 4), 32, 64, (3, 3), count_padding=True)  # 4x4, pool to 2x2
-                + profiling.analytic_dense_flops(3, 2 * 2 * 64, 128)
-                + profiling.analytic_dense_flops(3, 128, 10))
+                + dense(3, 2 * 2 * 64, 128)
+                + dense(3, 128, 10))
     assert flops == expected
 
 
@@ -150,9 +151,9 @@ def test_run_benchmark_reports_sane_numbers(data_dir):
 def test_run_benchmark_times_a_detector_against_its_bare_step(digit_detection_dir):
     config = digit_detection_fcos.get_config("smoke")
     config.data.data_dir = digit_detection_dir
-    exp = train.Experiment(config)
-    synthetic = benchmark.synthetic_batch(exp, 8)
-    iterator = exp.train_iterator()
+    trainer = train.Trainer(experiment.Experiment(config))
+    synthetic = benchmark.synthetic_batch(trainer.experiment, 8)
+    iterator = trainer.train_iterator()
     real = next(iterator)
     iterator.close()
     # The same keys, shapes and dtypes as the real loader's batches (plus "mask").

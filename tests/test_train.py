@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import digits_cnn
-from jaxvision import parallel, train
+from jaxvision import experiment, parallel, train
 from jaxvision.checkpoint import Checkpointer
 from jaxvision.errors import UserError
 
@@ -70,14 +70,14 @@ def test_training_same_on_1_device_8_devices_and_fsdp(data_dir, model):
     results = {}
     for name, (num_devices, fsdp) in layouts.items():
         mesh = parallel.make_mesh(fsdp=fsdp, devices=jax.devices()[:num_devices])
-        exp = train.Experiment(config, mesh=mesh)
-        state = exp.init_state()
+        trainer = train.Trainer(experiment.Experiment(config, mesh=mesh))
+        state = trainer.init_state()
         losses = []
         for step in range(2):
-            batch = jax.device_put(_random_batch(16, step), exp.batch_sharding)
-            state, metrics = exp.train_step(state, batch)
+            batch = jax.device_put(_random_batch(16, step), trainer.experiment.batch_sharding)
+            state, metrics = trainer.train_step(state, batch)
             losses.append(float(metrics["loss"]))
-        assert exp.train_step._cache_size() == 1  # No recompilation after step 1.
+        assert trainer.train_step._cache_size() == 1  # No recompilation after step 1.
         results[name] = (losses, jax.device_get(state))
     if model == "cnn":  # FSDP really splits the parameters.
         kernel = state.params["hidden"]["kernel"]
@@ -92,10 +92,11 @@ def test_training_same_on_1_device_8_devices_and_fsdp(data_dir, model):
 
 
 def test_save_restore_gives_identical_state(data_dir, tmp_path):
-    exp = train.Experiment(smoke_config(data_dir))
-    state = exp.init_state()
-    state, _ = exp.train_step(state, jax.device_put(_random_batch(32), exp.batch_sharding))
-    iterator = exp.train_iterator()
+    trainer = train.Trainer(experiment.Experiment(smoke_config(data_dir)))
+    exp = trainer.experiment
+    state = trainer.init_state()
+    state, _ = trainer.train_step(state, jax.device_put(_random_batch(32), exp.batch_sharding))
+    iterator = trainer.train_iterator()
     next(iterator)
     ckpt = Checkpointer(str(tmp_path / "ckpt"))
     ckpt.save(1, state, iterator, exp.meta)
@@ -103,8 +104,8 @@ def test_save_restore_gives_identical_state(data_dir, tmp_path):
     expected_next = jax.device_get(next(iterator))
 
     ckpt = Checkpointer(str(tmp_path / "ckpt"))
-    fresh_iterator = exp.train_iterator()
-    restored = ckpt.restore(ckpt.latest_step(), exp.abstract_state(), fresh_iterator)
+    fresh_iterator = trainer.train_iterator()
+    restored = ckpt.restore(ckpt.latest_step(), trainer.abstract_state(), fresh_iterator)
     ckpt.close()
     _assert_trees_equal(jax.device_get(state), jax.device_get(restored))
     assert jax.tree.structure(state) == jax.tree.structure(restored)
@@ -192,7 +193,7 @@ def test_finished_run_restarted_only_evaluates(smoke_run, data_dir):
 
 def test_evaluate_restores_latest_checkpoint(smoke_run, data_dir):
     workdir, _ = smoke_run
-    metrics = train.evaluate(smoke_config(data_dir), workdir)
+    metrics = experiment.evaluate(smoke_config(data_dir), workdir)
     last_test = next(r for r in _read_metrics(workdir) if r["split"] == "test")
     assert metrics["step"] == 60
     assert metrics["accuracy"] == pytest.approx(last_test["accuracy"])
@@ -231,15 +232,16 @@ def test_unwritable_workdir_is_refused(data_dir, tmp_path):
 
 def test_evaluate_without_checkpoint_is_refused(data_dir, tmp_path):
     with pytest.raises(UserError, match="train first"):
-        train.evaluate(smoke_config(data_dir), str(tmp_path))
+        experiment.evaluate(smoke_config(data_dir), str(tmp_path))
 
 
 def test_bfloat16_step_matches_float32_and_training_learns(data_dir, tmp_path):
     batch = _random_batch(32)
     losses = {}
     for dtype in ("float32", "bfloat16"):
-        exp = train.Experiment(smoke_config(data_dir, dtype=dtype))
-        _, metrics = exp.train_step(exp.init_state(), jax.device_put(batch, exp.batch_sharding))
+        trainer = train.Trainer(experiment.Experiment(smoke_config(data_dir, dtype=dtype)))
+        batch_on_devices = jax.device_put(batch, trainer.experiment.batch_sharding)
+        _, metrics = trainer.train_step(trainer.init_state(), batch_on_devices)
         losses[dtype] = float(metrics["loss"])
     # Same parameters, same batch: the loss agrees to bf16's ~3 significant digits.
     assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=1e-2)
@@ -252,14 +254,14 @@ def test_bfloat16_step_matches_float32_and_training_learns(data_dir, tmp_path):
 
 
 def test_float16_skips_overflowing_steps_and_backs_off_the_loss_scale(data_dir):
-    exp = train.Experiment(smoke_config(data_dir, dtype="float16"))
-    state = exp.init_state()
+    trainer = train.Trainer(experiment.Experiment(smoke_config(data_dir, dtype="float16")))
+    state = trainer.init_state()
     assert float(state.dynamic_scale.scale) == 2.0**15
     # A scale so large that the scaled gradients overflow float32.
     state = state.replace(dynamic_scale=state.dynamic_scale.replace(scale=jnp.float32(3e38)))
     before = jax.device_get(state.params)
-    batch = jax.device_put(_random_batch(32), exp.batch_sharding)
-    state, metrics = exp.train_step(state, batch)
+    batch = jax.device_put(_random_batch(32), trainer.experiment.batch_sharding)
+    state, metrics = trainer.train_step(state, batch)
     _assert_trees_equal(jax.device_get(state.params), before)  # Step skipped...
     assert float(metrics["loss_scale"]) == pytest.approx(1.5e38)  # ...scale halved.
     assert int(state.step) == 1
@@ -287,4 +289,4 @@ def test_profile_writes_a_trace_and_the_hlo(data_dir, tmp_path):
 
 def test_unknown_dtype_is_refused(data_dir):
     with pytest.raises(UserError, match="config.dtype='float8'"):
-        train.Experiment(smoke_config(data_dir, dtype="float8"))
+        experiment.Experiment(smoke_config(data_dir, dtype="float8"))

@@ -1,4 +1,4 @@
-"""Data: tfds builders and sources, grain loaders, on-device augmentation.
+"""Data: tfds builders and sources, host decoding, grain loaders, on-device augmentation.
 
 Importing this package registers jaxvision's own tfds builders ("digits",
 "digit_detection").
@@ -13,14 +13,13 @@ from jaxvision.data.datasets import (
     load_source,
     prepare,
 )
-from jaxvision.data.loader import (
+from jaxvision.data.decode import (
     ClassificationDecode,
     Decode,
     DetectionDecode,
-    TrainIterator,
-    make_eval_iterator,
-    make_train_iterator,
+    letterbox,
 )
+from jaxvision.data.loader import TrainIterator, make_eval_iterator, make_train_iterator
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -30,6 +29,7 @@ __all__ = [
     "DetectionDecode",
     "TrainIterator",
     "dataset_info",
+    "letterbox",
     "load_source",
     "make_eval_iterator",
     "make_train_iterator",

@@ -44,6 +44,11 @@ class DatasetInfo:
     image_shape: tuple[int, int, int] | None
     is_detection: bool = False
 
+    @property
+    def channels(self) -> int:
+        """Channels of every image: from `image_shape`, else 3 (RGB)."""
+        return self.image_shape[-1] if self.image_shape else 3
+
 
 def load_source(name: str, split: str, data_dir: str | None = None) -> Sequence[Any]:
     """Returns a random-access source (`len`, `[i]`) of dict records for one split.

@@ -1,13 +1,8 @@
-"""Image classification: the pieces of the trainer that depend on the task.
+"""Image classification: one label per image, cross-entropy, accuracy.
 
-A task module gives the trainer (`jaxvision.train`) exactly these:
-  - `make_decode(config)`: the host decode (record -> fixed-shape example);
-  - `input_shape(config, info)`: the model input used to initialize it;
-  - `loss_fn(...)`: the loss on a training batch (in `jax.jit`, augments on device);
-  - `eval_outputs(...)`: what one eval batch contributes (in `jax.jit`);
-  - `Evaluator(config, info)`: adds up `eval_outputs` on the host, `result()`;
-  - `synthetic_batch(config, info, batch_size, rng)`: random host rows shaped
-    like the decoded data, for `jaxvision.benchmark` (no dataset read).
+Implements the `jaxvision.tasks.Task` protocol. Batches (from
+`data.ClassificationDecode`) hold "image" uint8 [B, H, W, C], "label" int32
+[B], and at eval "mask" bool [B] (False: padding).
 """
 
 from typing import Any
@@ -31,18 +26,12 @@ def input_shape(
     config: ml_collections.ConfigDict, info: data.DatasetInfo
 ) -> tuple[int, int, int, int]:
     """`(1, crop, crop, C)`: one augmented image."""
-    channels = info.image_shape[-1] if info.image_shape else 3
-    return (1, config.augment.crop_size, config.augment.crop_size, channels)
+    return (1, config.augment.crop_size, config.augment.crop_size, info.channels)
 
 
 def loss_fn(
-    params: Any,
-    batch_stats: Any,
-    batch: dict[str, jax.Array],
-    rng: jax.Array,
-    *,
-    model: nn.Module,
-    config: ml_collections.ConfigDict,
+    params: Any, batch_stats: Any, batch: dict[str, jax.Array], rng: jax.Array, *,
+    model: nn.Module, config: ml_collections.ConfigDict,
 ) -> tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]:
     """Mean cross-entropy on an augmented training batch.
 
@@ -78,11 +67,8 @@ def loss_fn(
 
 
 def eval_outputs(
-    variables: dict[str, Any],
-    batch: dict[str, jax.Array],
-    *,
-    model: nn.Module,
-    config: ml_collections.ConfigDict,
+    variables: dict[str, Any], batch: dict[str, jax.Array], *,
+    model: nn.Module, config: ml_collections.ConfigDict,
 ) -> dict[str, jax.Array]:
     """Sums over the real (unpadded) examples of an eval batch.
 
@@ -143,9 +129,8 @@ def synthetic_batch(
                 "config.data.resize_size (or --image_size) to benchmark it."
             )
         size = info.image_shape[0]
-    channels = info.image_shape[-1] if info.image_shape else 3
     return {
-        "image": rng.integers(0, 256, (batch_size, size, size, channels), dtype=np.uint8),
+        "image": rng.integers(0, 256, (batch_size, size, size, info.channels), dtype=np.uint8),
         "label": rng.integers(0, info.num_classes, (batch_size,), dtype=np.int32),
         "mask": np.ones((batch_size,), bool),
     }

@@ -1,7 +1,6 @@
-"""Object detection: the pieces of the trainer that depend on the task.
+"""Object detection: boxes and classes per image, the detector's own loss, COCO box AP.
 
-The same six pieces as `tasks/classification.py` (see its docstring). The
-detector itself (`models/fcos.py`, `models/retinanet.py`) owns its targets,
+Implements the `jaxvision.tasks.Task` protocol. The detector itself (`models/fcos.py`, `models/retinanet.py`) owns its targets,
 loss and box decoding; this file adds what every detector shares:
 
   - on-device augmentation with the boxes kept in sync (`augment.detection_train`);
@@ -39,18 +38,12 @@ def input_shape(
     config: ml_collections.ConfigDict, info: data.DatasetInfo
 ) -> tuple[int, int, int, int]:
     """`(1, S, S, C)`: one canvas."""
-    channels = info.image_shape[-1] if info.image_shape else 3
-    return (1, config.data.image_size, config.data.image_size, channels)
+    return (1, config.data.image_size, config.data.image_size, info.channels)
 
 
 def loss_fn(
-    params: Any,
-    batch_stats: Any,
-    batch: dict[str, jax.Array],
-    rng: jax.Array,
-    *,
-    model: nn.Module,
-    config: ml_collections.ConfigDict,
+    params: Any, batch_stats: Any, batch: dict[str, jax.Array], rng: jax.Array, *,
+    model: nn.Module, config: ml_collections.ConfigDict,
 ) -> tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]:
     """The detector's loss on an augmented training batch.
 
@@ -127,11 +120,8 @@ def predict(
 
 
 def eval_outputs(
-    variables: dict[str, Any],
-    batch: dict[str, jax.Array],
-    *,
-    model: nn.Module,
-    config: ml_collections.ConfigDict,
+    variables: dict[str, Any], batch: dict[str, jax.Array], *,
+    model: nn.Module, config: ml_collections.ConfigDict,
 ) -> dict[str, jax.Array]:
     """The batch's detections, with the ground truth the host needs to score them."""
     detections = predict(variables, batch["image"], model=model, config=config)
@@ -142,6 +132,15 @@ def eval_outputs(
                     "height", "width", "mask")
     }
     return {"detections": detections, "ground_truth": ground_truth}
+
+
+def to_original_pixels(boxes: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Canvas-pixel boxes `[..., 4]` xyxy -> the original image's pixels.
+
+    `scale` `[2]` is the decode's (x, y) canvas pixels per original pixel
+    (`data.letterbox`).
+    """
+    return boxes / np.tile(scale, 2)  # [..., 4] / (x, y, x, y)
 
 
 class Evaluator:
@@ -161,17 +160,17 @@ class Evaluator:
         """Adds one batch's `eval_outputs` (fetched to the host)."""
         gt, dets = outputs["ground_truth"], outputs["detections"]
         for i in np.flatnonzero(gt["mask"]):
-            scale = np.tile(gt["scale"][i], 2)  # [4] (x, y, x, y)
             real = gt["box_mask"][i]  # [M]
             valid = dets["valid"][i]  # [D]
             image_id = int(gt["image_id"][i])
             self._annotations.append(coco.ImageAnnotations(
                 image_id=image_id, height=int(gt["height"][i]), width=int(gt["width"][i]),
-                boxes=gt["boxes"][i][real] / scale, labels=gt["labels"][i][real],
-                crowd=gt["crowd"][i][real],
+                boxes=to_original_pixels(gt["boxes"][i][real], gt["scale"][i]),
+                labels=gt["labels"][i][real], crowd=gt["crowd"][i][real],
             ))
             self._detections.append(coco.ImageDetections(
-                image_id=image_id, boxes=dets["boxes"][i][valid] / scale,
+                image_id=image_id,
+                boxes=to_original_pixels(dets["boxes"][i][valid], gt["scale"][i]),
                 scores=dets["scores"][i][valid], labels=dets["labels"][i][valid],
             ))
 
@@ -200,7 +199,6 @@ def synthetic_batch(
     keys, shapes and dtypes are exactly those of real batches.
     """
     size = config.data.image_size
-    channels = info.image_shape[-1] if info.image_shape else 3
     num_boxes = max(1, config.data.max_boxes // 2)
     decode = make_decode(config)
     examples = []
@@ -208,14 +206,14 @@ def synthetic_batch(
         hw = rng.uniform(0.125, 0.5, (num_boxes, 2))  # [n, 2] normalized (h, w)
         top_left = rng.uniform(0, 1 - hw)  # [n, 2] (ymin, xmin)
         record = {
-            "image": rng.integers(0, 256, (size, size, channels), dtype=np.uint8),
+            "image": rng.integers(0, 256, (size, size, info.channels), dtype=np.uint8),
             "image/id": image_id,
             "objects": {
                 "bbox": np.concatenate([top_left, top_left + hw], axis=1),  # [n, 4] yxyx
                 "label": rng.integers(0, info.num_classes, (num_boxes,)),
             },
         }
-        examples.append(decode.decode(record))
+        examples.append(decode(record))
     batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
     batch["mask"] = np.ones((batch_size,), bool)
     return batch

@@ -11,7 +11,7 @@ from absl import flags
 from jax.sharding import PartitionSpec as P
 
 from jaxvision import data
-from jaxvision.data import loader
+from jaxvision.data import decode, loader, order
 from jaxvision.errors import UserError
 
 
@@ -23,6 +23,7 @@ def _train(digits_dir, sharding, seed=0, batch_size=64):
         global_batch_size=batch_size,
         seed=seed,
         sharding=sharding,
+        decode=data.ClassificationDecode(),
     )
 
 
@@ -121,7 +122,8 @@ def test_global_batches_match_the_per_process_parts(digits_dir, sharding):
     source = data.load_source("digits", "train", digits_dir)
     parts = [
         loader.host_train_batches(
-            source, local_batch_size=32, seed=1, process_index=p, process_count=2
+            source, local_batch_size=32, seed=1, process_index=p, process_count=2,
+            decode=data.ClassificationDecode(),
         )
         for p in range(2)
     ]
@@ -151,6 +153,7 @@ def test_worker_processes_do_not_change_the_batches(digits_dir, sharding):
         global_batch_size=64,
         seed=2,
         sharding=sharding,
+        decode=data.ClassificationDecode(),
         worker_count=2,
     )
     _take(iterator, 1)
@@ -175,11 +178,11 @@ class _FakeSharding:
 
 
 def test_each_process_reads_the_rows_its_devices_hold(sharding):
-    assert loader._process_block(sharding, 64, 1) == (0, 1)
-    assert loader._process_block(_FakeSharding((48, 64), (32, 48)), 64, 2) == (1, 2)
-    assert loader._process_block(_FakeSharding((24, 32), (16, 24)), 64, 4) == (1, 4)
+    assert order.process_block(sharding, 64, 1) == 0
+    assert order.process_block(_FakeSharding((48, 64), (32, 48)), 64, 2) == 1
+    assert order.process_block(_FakeSharding((24, 32), (16, 24)), 64, 4) == 1
     with pytest.raises(UserError, match="not one block of 32"):
-        loader._process_block(_FakeSharding((0, 16), (32, 48)), 64, 2)
+        order.process_block(_FakeSharding((0, 16), (32, 48)), 64, 2)
 
 
 def test_batch_not_divisible_by_devices_is_a_user_error(digits_dir, sharding):
@@ -190,7 +193,8 @@ def test_batch_not_divisible_by_devices_is_a_user_error(digits_dir, sharding):
 def test_eval_yields_every_example_once_with_a_masked_last_batch(digits_dir, sharding):
     batches = list(
         data.make_eval_iterator(
-            "digits", "test", digits_dir, global_batch_size=64, sharding=sharding
+            "digits", "test", digits_dir, global_batch_size=64, sharding=sharding,
+            decode=data.ClassificationDecode(),
         )
     )
     assert len(batches) == 6  # ceil(360 / 64)
@@ -234,6 +238,7 @@ def test_eval_shards_over_processes_cover_each_example_once(
                 local_batch_size=16,
                 process_index=process_index,
                 process_count=process_count,
+                decode=data.ClassificationDecode(),
             )
         )
         num_batches.add(len(batches))
@@ -249,7 +254,7 @@ def test_eval_shards_over_processes_cover_each_example_once(
 
 
 def test_eval_shard_pads_processes_that_get_no_examples():
-    shards = [loader.eval_shard(2, 4, i, 3) for i in range(3)]
+    shards = [order.eval_shard(2, 4, i, 3) for i in range(3)]
     assert [s[0].tolist() for s in shards] == [[0], [1], []]
     assert [s[1] for s in shards] == [1, 1, 1]
 
@@ -259,7 +264,8 @@ def test_mnist_from_the_tfds_catalog_trains_end_to_end(sharding):
         num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE
     ):
         iterator = data.make_train_iterator(
-            "mnist", "train", None, global_batch_size=16, seed=0, sharding=sharding
+            "mnist", "train", None, global_batch_size=16, seed=0, sharding=sharding,
+            decode=data.ClassificationDecode(),
         )
         batches = _take(iterator, 3)  # Crosses an epoch boundary (20 examples).
         iterator.close()
@@ -283,6 +289,7 @@ def test_variable_size_imagenet_is_resized_on_the_host(sharding):
                 global_batch_size=8,
                 seed=0,
                 sharding=sharding,
+                decode=data.ClassificationDecode(),
             )
         iterator = data.make_train_iterator(
             "imagenet2012",
@@ -315,13 +322,13 @@ def test_resize_and_center_crop():
         4, 12, 1
     )  # Shorter side already 4.
     np.testing.assert_array_equal(
-        loader.resize_and_center_crop(image, 4), image[:, 4:8]
+        decode.resize_and_center_crop(image, 4), image[:, 4:8]
     )
     rgb = np.zeros((30, 20, 3), np.uint8)
-    assert loader.resize_and_center_crop(rgb, 10).shape == (10, 10, 3)
+    assert decode.resize_and_center_crop(rgb, 10).shape == (10, 10, 3)
     gray = np.full((7, 9, 1), 200, np.uint8)
     np.testing.assert_array_equal(
-        loader.resize_and_center_crop(gray, 14), np.full((14, 14, 1), 200)
+        decode.resize_and_center_crop(gray, 14), np.full((14, 14, 1), 200)
     )
 
 
@@ -346,7 +353,7 @@ def test_cached_train_iterator_yields_the_same_batches(digits_dir, sharding):
     plain = _train(digits_dir, sharding)
     cached = data.make_train_iterator(
         "digits", "train", digits_dir, global_batch_size=64, seed=0,
-        sharding=sharding, cache=True,
+        sharding=sharding, decode=data.ClassificationDecode(), cache=True,
     )
     # 30 batches of 64: more than one epoch of 1,437, so cached records are reused.
     _assert_batches_equal(_take(cached, 30), _take(plain, 30))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jaxvision.data import loader
+from jaxvision.data import decode, loader, order
 
 _NUM_EXAMPLES = 50
 _GLOBAL_BATCH = 8  # 50 / 8: global batches 6, 12, 18 straddle epoch boundaries.
@@ -30,7 +30,7 @@ class _RecordingSource:
 
 def _order(seed: int, steps: int = _STEPS) -> np.ndarray:
     """The global order: example indices at positions 0 .. steps * batch - 1."""
-    shard = loader.train_shard(_NUM_EXAMPLES, _GLOBAL_BATCH, seed, 0, 1)
+    shard = order.TrainOrder(_NUM_EXAMPLES, _GLOBAL_BATCH, seed, 0, 1)
     return np.concatenate([shard[k] for k in range(steps)])  # [steps * B]
 
 
@@ -61,6 +61,7 @@ def test_processes_read_only_their_slice_of_the_same_global_batches(process_coun
             seed=seed,
             process_index=p,
             process_count=process_count,
+            decode=decode.ClassificationDecode(),
         )
         for p, source in enumerate(sources)
     ]
@@ -79,9 +80,25 @@ def test_processes_read_only_their_slice_of_the_same_global_batches(process_coun
 def test_batches_are_read_lazily_at_any_step():
     source = _RecordingSource(_NUM_EXAMPLES)
     batches = loader.host_train_batches(
-        source, local_batch_size=4, seed=0, process_index=1, process_count=2
+        source, local_batch_size=4, seed=0, process_index=1, process_count=2,
+        decode=decode.ClassificationDecode(),
     )
     batch = batches[1000]  # Epoch 160: nothing before it is read.
-    expected = loader.train_shard(_NUM_EXAMPLES, 4, 0, 1, 2)[1000]
+    expected = order.TrainOrder(_NUM_EXAMPLES, 4, 0, 1, 2)[1000]
     assert source.reads == expected.tolist()
     np.testing.assert_array_equal(batch["image"][:, 0, 0, 0], expected)
+
+
+def test_eval_order_pads_every_process_to_the_same_full_batches():
+    # 10 examples over 3 processes (4, 3, 3) in batches of 2: 2 batches each.
+    parts = [order.eval_order(10, 2, p, 3) for p in range(3)]
+    for indices, mask in parts:
+        assert indices.shape == mask.shape == (2, 2) and mask.dtype == bool
+    np.testing.assert_array_equal(parts[0][0], [[0, 1], [2, 3]])
+    np.testing.assert_array_equal(parts[1][0], [[4, 5], [6, 6]])  # Padded with 6...
+    np.testing.assert_array_equal(parts[1][1], [[True, True], [True, False]])  # ...masked.
+    real = np.concatenate([indices[mask] for indices, mask in parts])
+    np.testing.assert_array_equal(real, np.arange(10))  # Each example once.
+    empty_indices, empty_mask = order.eval_order(1, 4, 1, 2)  # A process with no example.
+    np.testing.assert_array_equal(empty_indices, [[0, 0, 0, 0]])
+    assert not empty_mask.any()
