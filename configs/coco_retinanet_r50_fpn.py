@@ -4,10 +4,10 @@
   python scripts/train.py --config configs/coco_retinanet_r50_fpn.py --workdir runs/coco_retinanet_r50_fpn
   python scripts/eval.py --config configs/coco_retinanet_r50_fpn.py --workdir runs/coco_retinanet_r50_fpn
 
-Data, schedule (Detectron2's 1x) and optimizer are those of
-`configs/coco_fcos_r50_fpn.py` (read there). RetinaNet with the paper's
-anchors (3 scales x 3 aspect ratios, 32 px at P3), IoU matching 0.5/0.4,
-focal loss and smooth-L1 box loss, and GroupNorm heads.
+Data, schedule (Detectron2's 1x) and optimizer are `common.coco_1x`, shared
+with configs/coco_fcos_r50_fpn.py (its docstring describes them). RetinaNet
+with the paper's anchors (3 scales x 3 aspect ratios, 32 px at P3), IoU
+matching 0.5/0.4, focal loss and smooth-L1 box loss, and GroupNorm heads.
 
 Expected: box AP ~36-37 (the paper's R50 1x) needs an ImageNet-pretrained
 backbone, which this project cannot load yet; not yet measured here.
@@ -16,17 +16,11 @@ Variants (`configs/coco_retinanet_r50_fpn.py:VARIANT`):
   smoke: a tiny model on 64 px canvases for 2 steps, for tests (mock data).
 """
 
-import os
-import runpy
-
 import ml_collections
 
-_FCOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "coco_fcos_r50_fpn.py")
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = runpy.run_path(_FCOS)["get_config"](arg)
-    config.model.name = "retinanet"
-    del config.model.center_sampling_radius  # An FCOS setting.
-    config.detect.nms_iou = 0.5  # RetinaNet's (FCOS uses 0.6).
-    return config
+    variant = common.parse_variant(arg, __file__)
+    return common.coco_1x("retinanet", variant, nms_iou=0.5)  # RetinaNet's (FCOS: 0.6).

@@ -51,11 +51,29 @@ def _config_path(argv: list[str]) -> str | None:
     return None
 
 
+def _put_config_package_on_path(path: str):
+    """Lets the config file at `path` import `configs.common` (`from configs import common`).
+
+    config_flags loads the file by path, and sys.path[0] is the script's folder,
+    so the folder holding the config's package goes first: the checkout root
+    for `configs/X.py`. A config kept elsewhere (in no package) gets the
+    `configs` package of the jaxvision checkout the scripts run from.
+    """
+    package = os.path.dirname(os.path.abspath(path))
+    if not os.path.isfile(os.path.join(package, "__init__.py")):
+        package = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
+    root = os.path.dirname(package)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     path = _config_path(argv)
-    if path is not None and not os.path.isfile(path):
-        _fail(f"Config file {path!r} does not exist; pass an existing file such as "
-              "--config configs/digits_cnn.py.")
+    if path is not None:
+        if not os.path.isfile(path):
+            _fail(f"Config file {path!r} does not exist; pass an existing file such as "
+                  "--config configs/digits_cnn.py.")
+        _put_config_package_on_path(path)
     try:
         return flags.FLAGS(argv)
     except AttributeError as e:  # ml_collections: override of an unknown key.
@@ -69,6 +87,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
         _fail(f"{e}; see --helpfull for the flags.")
     except UserError as e:  # Raised by a config file's get_config().
         _fail(str(e))
+    except ImportError as e:  # Raised by a config file's imports.
+        fix = ("run the scripts of a jaxvision checkout, whose configs/ it imports"
+               if (e.name or "").split(".")[0] == "configs" else "install what it imports")
+        _fail(f"Config file {path!r}: {e}; {fix}.")
 
 
 class _OnlyOurInfo(py_logging.Filter):

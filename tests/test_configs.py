@@ -9,21 +9,89 @@ import glob
 import importlib
 import json
 import os
+import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 import tensorflow_datasets as tfds
+from absl import flags
+from ml_collections import config_flags
 
 from jaxvision import train
 from jaxvision.errors import UserError
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(
-    os.path.splitext(os.path.basename(p))[0] for p in glob.glob("configs/*.py")
-    if not p.endswith("__init__.py")
+    os.path.splitext(os.path.basename(p))[0]
+    for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
+    if os.path.basename(p) not in ("__init__.py", "common.py")
 )
+VARIANTS = [None, "smoke"]
+
+# The fields the trainer reads, by what they depend on (model.* is each model's own).
+EVERY_CONFIG_KEYS = {
+    "seed", "task", "dtype", "mesh.data", "mesh.fsdp",
+    "data.name", "data.data_dir", "data.train_split", "data.eval_split",
+    "data.worker_count", "data.cache", "augment.flip", "augment.mean", "augment.std",
+    "batch_size", "eval_batch_size", "num_epochs", "num_train_steps",
+    "optimizer.name", "optimizer.learning_rate", "optimizer.weight_decay",
+    "optimizer.grad_clip_norm", "optimizer.schedule", "optimizer.warmup_epochs",
+    "log_every_steps", "eval_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+    "profile.start_step", "profile.num_steps", "profile.dump_hlo",
+}
+TASK_KEYS = {
+    "classification": {"data.resize_size", "augment.crop_size", "augment.pad",
+                       "augment.random_resized_crop", "label_smoothing"},
+    "detection": {"data.image_size", "data.max_boxes", "augment.scale_range",
+                  "augment.min_box_size", "detect.score_threshold", "detect.pre_nms_topk",
+                  "detect.nms_iou", "detect.max_detections"},
+}
+OPTIMIZER_KEYS = {"adamw": {"optimizer.b1", "optimizer.b2"},
+                  "sgd": {"optimizer.momentum", "optimizer.nesterov"}}
+STEP_SCHEDULE_KEYS = {"optimizer.decay_epochs", "optimizer.decay_factor"}
 
 
 def _load(name, arg=None):
     return importlib.import_module(f"configs.{name}").get_config(arg)
+
+
+def _flat_keys(tree: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            keys |= _flat_keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(f"{prefix}{key}")
+    return keys
+
+
+def _load_with_flags(spec: str, *overrides: str):
+    """The config as the scripts get it: a file path through config_flags, with overrides."""
+    argv = ["prog", f"--config={spec}", *overrides]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", flag_values=values, sys_argv=argv)
+    values(argv)
+    return values.config
+
+
+def _run_train(cwd, *args):
+    """scripts/train.py as a user runs it from `cwd` (it fails, or is failed, at start-up)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("PYTHONPATH", None)  # Only the scripts' own path set-up may find configs/.
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts", "train.py"), *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+
+
+def _the_error_line(result) -> str:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
 
 
 def test_all_configs_are_listed():
@@ -39,6 +107,81 @@ def test_config_docstring_has_command_and_expected_result(name):
     doc = importlib.import_module(f"configs.{name}").__doc__
     assert f"python scripts/train.py --config configs/{name}.py" in doc
     assert "Expected" in doc and "smoke" in doc
+    # Dated measurements live in README.md; a docstring states the target.
+    assert not re.search(r"\d{4}-\d{2}-\d{2}", doc), doc
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_has_exactly_the_fields_of_its_task_and_optimizer(name, variant):
+    config = _load(name, variant)
+    keys = {k for k in _flat_keys(json.loads(config.to_json())) if not k.startswith("model.")}
+    expected = EVERY_CONFIG_KEYS | TASK_KEYS[config.task] | OPTIMIZER_KEYS[config.optimizer.name]
+    if config.optimizer.schedule == "step":
+        expected |= STEP_SCHEDULE_KEYS
+    assert keys == expected
+    assert config.model.name
+    # smoke shrinks the run; it never turns a key on or off (beyond model sizes).
+    default = json.loads(_load(name).to_json())
+    assert _flat_keys(default) - {"model.levels", "model.width"} <= _flat_keys(
+        json.loads(config.to_json()))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_file_loads_through_config_flags_with_overrides(name):
+    """What `--config configs/X.py:smoke --config.a.b=v` does in every script."""
+    path = os.path.join(REPO, "configs", f"{name}.py")
+    config = _load_with_flags(
+        f"{path}:smoke", "--config.batch_size=16", "--config.optimizer.learning_rate=0.5",
+        "--config.data.data_dir=/data/tfds", "--config.mesh.fsdp=2",
+    )
+    expected = _load(name, "smoke")
+    expected.batch_size, expected.optimizer.learning_rate = 16, 0.5
+    expected.data.data_dir, expected.mesh.fsdp = "/data/tfds", 2
+    assert json.loads(config.to_json()) == json.loads(expected.to_json())
+    with pytest.raises(AttributeError, match="learning_rat"):
+        _load_with_flags(path, "--config.optimizer.learning_rat=0.1")
+    with pytest.raises(UserError, match=f"Unknown variant 'nope' of {name}.py"):
+        _load_with_flags(f"{path}:nope")
+
+
+@pytest.mark.parametrize("name", [n for n in CONFIGS if _load(n).task == "classification"])
+def test_resize_size_placeholder_takes_an_int_override(name):
+    path = os.path.join(REPO, "configs", f"{name}.py")
+    assert _load_with_flags(path).data.resize_size == _load(name).data.resize_size
+    assert _load_with_flags(path, "--config.data.resize_size=48").data.resize_size == 48
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("fcos,retinanet", [
+    ("digit_detection_fcos", "digit_detection_retinanet"),
+    ("coco_fcos_r50_fpn", "coco_retinanet_r50_fpn"),
+])
+def test_retinanet_config_is_the_fcos_config_with_the_detector_swapped(fcos, retinanet, variant):
+    a, b = _load(fcos, variant).to_dict(), _load(retinanet, variant).to_dict()
+    assert (a["model"].pop("name"), b["model"].pop("name")) == ("fcos", "retinanet")
+    assert a["model"].pop("center_sampling_radius") == 1.5
+    b["model"].pop("anchor_scale", None)  # Only the digit config scales the anchors.
+    assert (a["detect"].pop("nms_iou"), b["detect"].pop("nms_iou")) == (0.6, 0.5)
+    assert a == b
+
+
+def test_scripts_load_configs_from_any_working_directory(tmp_path):
+    """A config imports `configs.common`: the scripts find it from any directory."""
+    config = os.path.join(REPO, "configs", "digit_detection_retinanet.py")
+    result = _run_train(tmp_path, "--config", f"{config}:nope", "--workdir", "run")
+    assert "Unknown variant 'nope' of digit_detection_retinanet.py" in _the_error_line(result)
+    config = os.path.relpath(os.path.join(REPO, "configs", "digits_cnn.py"), tmp_path)
+    result = _run_train(tmp_path, "--config", f"{config}:smoke", "--workdir", "run",
+                        f"--config.data.data_dir={tmp_path}", "--config.model.name=resnet9")
+    assert "Unknown model 'resnet9'" in _the_error_line(result)  # The override arrived.
+
+
+def test_config_outside_the_configs_folder_imports_the_checkouts_common(tmp_path):
+    shutil.copy(os.path.join(REPO, "configs", "digits_cnn.py"), tmp_path / "mine.py")
+    result = _run_train(tmp_path, "--config", "mine.py:nope", "--workdir", "run")
+    # `common.parse_variant` ran: `from configs import common` worked.
+    assert "Unknown variant 'nope' of mine.py" in _the_error_line(result)
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -119,6 +119,7 @@ def test_predict_draws_boxes_where_the_detections_are(fcos_run, tmp_path):
         "--json", str(json_path), "--draw_threshold", "0",
         f"--config.data.data_dir={config.data.data_dir}", "--config.detect.score_threshold=0",
         "--config.detect.max_detections=1", "--compilation_cache_dir=",
+        "--config.data.train_split=no_such_split",  # Prediction never reads it.
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]

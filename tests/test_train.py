@@ -199,6 +199,13 @@ def test_evaluate_restores_latest_checkpoint(smoke_run, data_dir):
     assert metrics["accuracy"] == pytest.approx(last_test["accuracy"])
 
 
+def test_evaluate_needs_only_the_eval_split(smoke_run, data_dir):
+    workdir, _ = smoke_run
+    # A train split that does not exist: reading it would raise a UserError.
+    config = smoke_config(data_dir, **{"data.train_split": "no_such_split"})
+    assert experiment.evaluate(config, workdir)["step"] == 60
+
+
 def test_checkpoint_of_another_model_is_refused_and_kept(smoke_run, data_dir):
     workdir, _ = smoke_run
     config = smoke_config(data_dir)
