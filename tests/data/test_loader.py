@@ -15,15 +15,12 @@ from jaxvision.data import decode, loader, order
 from jaxvision.errors import UserError
 
 
-def _train(digits_dir, sharding, seed=0, batch_size=64):
+def _train(data_dir, sharding, seed=0, batch_size=64, name="digits", **kwargs):
+    """The train iterator of `name`'s "train" split (ClassificationDecode() unless given)."""
+    kwargs.setdefault("decode", data.ClassificationDecode())
     return data.make_train_iterator(
-        "digits",
-        "train",
-        digits_dir,
-        global_batch_size=batch_size,
-        seed=seed,
-        sharding=sharding,
-        decode=data.ClassificationDecode(),
+        name, "train", data_dir, global_batch_size=batch_size, seed=seed,
+        sharding=sharding, **kwargs,
     )
 
 
@@ -146,16 +143,7 @@ def parsed_flags():
 
 @pytest.mark.usefixtures("parsed_flags")
 def test_worker_processes_do_not_change_the_batches(digits_dir, sharding):
-    iterator = data.make_train_iterator(
-        "digits",
-        "train",
-        digits_dir,
-        global_batch_size=64,
-        seed=2,
-        sharding=sharding,
-        decode=data.ClassificationDecode(),
-        worker_count=2,
-    )
+    iterator = _train(digits_dir, sharding, seed=2, worker_count=2)
     _take(iterator, 1)
     state = iterator.get_state()
     with_workers = _take(iterator, 3)
@@ -263,10 +251,7 @@ def test_mnist_from_the_tfds_catalog_trains_end_to_end(sharding):
     with tfds.testing.mock_data(
         num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE
     ):
-        iterator = data.make_train_iterator(
-            "mnist", "train", None, global_batch_size=16, seed=0, sharding=sharding,
-            decode=data.ClassificationDecode(),
-        )
+        iterator = _train(None, sharding, batch_size=16, name="mnist")
         batches = _take(iterator, 3)  # Crosses an epoch boundary (20 examples).
         iterator.close()
     for batch in batches:
@@ -282,24 +267,9 @@ def test_variable_size_imagenet_is_resized_on_the_host(sharding):
         num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE
     ):
         with pytest.raises(UserError, match=r"config\.data\.resize_size"):
-            data.make_train_iterator(
-                "imagenet2012",
-                "train",
-                None,
-                global_batch_size=8,
-                seed=0,
-                sharding=sharding,
-                decode=data.ClassificationDecode(),
-            )
-        iterator = data.make_train_iterator(
-            "imagenet2012",
-            "train",
-            None,
-            global_batch_size=8,
-            seed=0,
-            sharding=sharding,
-            decode=data.ClassificationDecode(resize_size=32),
-        )
+            _train(None, sharding, batch_size=8, name="imagenet2012")
+        resize = data.ClassificationDecode(resize_size=32)
+        iterator = _train(None, sharding, batch_size=8, name="imagenet2012", decode=resize)
         train_batch = next(iterator)
         iterator.close()
         eval_batches = list(
@@ -309,7 +279,7 @@ def test_variable_size_imagenet_is_resized_on_the_host(sharding):
                 None,
                 global_batch_size=8,
                 sharding=sharding,
-                decode=data.ClassificationDecode(resize_size=32),
+                decode=resize,
             )
         )
     assert train_batch["image"].shape == (8, 32, 32, 3)
@@ -351,10 +321,7 @@ def test_cached_source_reads_each_record_once():
 
 def test_cached_train_iterator_yields_the_same_batches(digits_dir, sharding):
     plain = _train(digits_dir, sharding)
-    cached = data.make_train_iterator(
-        "digits", "train", digits_dir, global_batch_size=64, seed=0,
-        sharding=sharding, decode=data.ClassificationDecode(), cache=True,
-    )
+    cached = _train(digits_dir, sharding, cache=True)
     # 30 batches of 64: more than one epoch of 1,437, so cached records are reused.
     _assert_batches_equal(_take(cached, 30), _take(plain, 30))
     plain.close()
