@@ -32,7 +32,9 @@ import contextlib
 import dataclasses
 import io
 import json
+import math
 import os
+import reprlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -295,11 +297,66 @@ def load_json(path: str, what: str) -> Any:
         ) from None
 
 
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite JSON number (not a bool, a string or NaN)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_box(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 4 and all(map(_is_number, value))
+
+
+# field -> (check, what a valid value is), for the entries of COCO files.
+_FIELDS = {
+    "id": (_is_id, "an integer"),
+    "image_id": (_is_id, "an integer"),
+    "category_id": (_is_id, "an integer"),
+    "bbox": (_is_box, "a list of 4 finite numbers [x, y, width, height]"),
+    "area": (_is_number, "a finite number"),
+    "iscrowd": (lambda v: v in (0, 1) and not isinstance(v, float), "0 or 1"),
+    "score": (_is_number, "a finite number"),
+}
+
+
+def _check_entries(path: str, entries: list, kind: str, fields: Sequence[str]) -> None:
+    """Raises UserError for the first entry of a COCO file with a missing or bad field.
+
+    Args:
+      path: the file, for the message.
+      entries: its list of `kind`s (e.g. the "annotations" list).
+      kind: "image", "annotation", "category" or "detection".
+      fields: the `_FIELDS` every entry needs.
+    """
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise UserError(
+                f"{path}: {kind} {index} is {reprlib.repr(entry)}, not a JSON object; "
+                f"fix or drop that {kind}."
+            )
+        for field in fields:
+            check, valid = _FIELDS[field]
+            if field not in entry:
+                raise UserError(
+                    f"{path}: {kind} {index} has no {field!r} (it needs {valid}); "
+                    f"fix or drop that {kind}."
+                )
+            if not check(entry[field]):
+                raise UserError(
+                    f"{path}: {kind} {index} has {field!r} {reprlib.repr(entry[field])}, "
+                    f"not {valid}; fix or drop that {kind}."
+                )
+
+
 def load_ground_truth(path: str) -> dict:
     """Reads a COCO "instances" file (e.g. `<workdir>/eval/ground_truth.json`).
 
     Raises:
-      UserError: the file is missing, does not parse, or is not COCO instances.
+      UserError: the file is missing, does not parse, is not COCO instances,
+        or an entry lacks a field pycocotools reads (or has a malformed one).
     """
     gt = load_json(path, "ground-truth")
     if not isinstance(gt, dict) or not all(
@@ -310,6 +367,12 @@ def load_ground_truth(path: str) -> dict:
             "'annotations' and 'categories' lists); pass one such as "
             "<workdir>/eval/ground_truth.json written by scripts/eval.py."
         )
+    _check_entries(path, gt["images"], "image", ["id"])
+    _check_entries(path, gt["categories"], "category", ["id"])
+    _check_entries(
+        path, gt["annotations"], "annotation",
+        ["id", "image_id", "category_id", "bbox", "area", "iscrowd"],
+    )
     return gt
 
 
@@ -317,14 +380,15 @@ def load_detections(path: str) -> list[dict]:
     """Reads a COCO results file (e.g. `<workdir>/eval/detections.json`).
 
     Raises:
-      UserError: the file is missing, does not parse, or is not COCO results.
+      UserError: the file is missing, does not parse, is not COCO results, or
+        a detection lacks a field (or has a malformed one, e.g. a NaN score).
     """
     dets = load_json(path, "detections")
-    keys = {"image_id", "category_id", "bbox", "score"}
-    if not isinstance(dets, list) or not all(isinstance(d, dict) and keys <= d.keys() for d in dets):
+    if not isinstance(dets, list):
         raise UserError(
             f"{path} is not a COCO results file (a JSON list of objects with "
             "'image_id', 'category_id', 'bbox' and 'score'); pass one such as "
             "<workdir>/eval/detections.json written by scripts/eval.py."
         )
+    _check_entries(path, dets, "detection", ["image_id", "category_id", "bbox", "score"])
     return dets

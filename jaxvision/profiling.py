@@ -1,9 +1,10 @@
-"""Why a step is fast or slow: XLA cost analysis, peak throughput, MFU, analytic FLOPs.
+"""Why a step is fast or slow: XLA cost analysis, peak throughput, MFU, textbook FLOPs.
 
 FLOPs and memory come from XLA's analysis of the *compiled* step, so they
 describe what actually runs (fusions, padding, the optimizer update,
-augmentation), not a formula. The analytic helpers are there to cross-check
-it: on one conv or dense layer the two agree exactly (`tests/test_profiling.py`).
+augmentation), not a formula; `matmul_flops` gives the textbook count of a
+forward pass to compare it with. On one conv or dense layer XLA's count equals
+the hand formula exactly (`tests/test_profiling.py`).
 
 Per device, not global: `compiled.cost_analysis()` and
 `compiled.memory_analysis()` describe the SPMD-partitioned program that *each
@@ -196,55 +197,6 @@ def mfu(flops_per_step: float, step_time_s: float, peak_tflops: float, num_devic
       num_devices: devices the step runs on.
     """
     return flops_per_step / step_time_s / (peak_tflops * 1e12 * num_devices)
-
-
-def _taps(in_size: int, kernel: int, stride: int, pad_lo: int, out_size: int) -> int:
-    """(output position, kernel tap) pairs along one axis that read inside the input."""
-    return sum(
-        0 <= o * stride - pad_lo + k < in_size for o in range(out_size) for k in range(kernel)
-    )
-
-
-def analytic_conv_flops(
-    batch: int, input_hw: tuple[int, int], in_features: int, out_features: int,
-    kernel_size: tuple[int, int], strides: tuple[int, int] = (1, 1),
-    padding: str = "SAME", use_bias: bool = False, count_padding: bool = False,
-) -> int:
-    """2 x multiply-adds of a 2-D convolution (+ one add per output for a bias).
-
-    By default only taps that read a real input pixel count, as XLA counts
-    them; `count_padding=True` gives the textbook `2 * B * Ho * Wo * kh * kw *
-    Cin * Cout`, which also counts the multiplications by the zero padding.
-
-    Args:
-      batch, input_hw, in_features, out_features: input `[B, H, W, Cin]`,
-        output channels `Cout`.
-      kernel_size, strides: `(kh, kw)`, `(sh, sw)`.
-      padding: "SAME" (XLA's: extra padding at the end) or "VALID".
-    """
-    taps = 1
-    out_hw = []
-    for size, k, s in zip(input_hw, kernel_size, strides, strict=True):
-        if padding == "SAME":
-            out = -(-size // s)  # ceil
-            pad_lo = max((out - 1) * s + k - size, 0) // 2
-        elif padding == "VALID":
-            out, pad_lo = (size - k) // s + 1, 0
-        else:
-            raise ValueError(f"padding must be 'SAME' or 'VALID', not {padding!r}")
-        out_hw.append(out)
-        taps *= out * k if count_padding else _taps(size, k, s, pad_lo, out)
-    flops = 2 * batch * taps * in_features * out_features
-    if use_bias:
-        flops += batch * out_hw[0] * out_hw[1] * out_features
-    return flops
-
-
-def analytic_dense_flops(
-    batch: int, in_features: int, out_features: int, use_bias: bool = False
-) -> int:
-    """2 x multiply-adds of `[B, in] @ [in, out]` (+ one add per output for a bias)."""
-    return 2 * batch * in_features * out_features + (batch * out_features if use_bias else 0)
 
 
 def matmul_flops(fn: Any, *args: Any) -> int:

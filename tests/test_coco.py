@@ -208,3 +208,64 @@ def test_coco_eval_script_scores_files_and_refuses_bad_ones(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert lines[-1].startswith("error: ") and fragment in lines[-1], result.stderr
         assert "Traceback" not in result.stderr
+
+
+def _malformed(gt, dets):
+    """Each case: (file, entries to break, index, field, new value or None to delete, fragment)."""
+    return [
+        ("gt.json", gt["annotations"], 1, "area", None, "annotation 1 has no 'area'"),
+        ("gt.json", gt["annotations"], 0, "bbox", None, "annotation 0 has no 'bbox'"),
+        ("gt.json", gt["annotations"], 1, "bbox", [0, 0, 20], "annotation 1 has 'bbox' [0, 0, 20]"),
+        ("gt.json", gt["images"], 1, "id", "2", "image 1 has 'id' '2'"),
+        ("dets.json", dets, 1, "score", "high", "detection 1 has 'score' 'high'"),
+        ("dets.json", dets, 0, "score", float("nan"), "detection 0 has 'score' nan"),
+        ("dets.json", dets, 1, "bbox", None, "detection 1 has no 'bbox'"),
+    ]
+
+
+def _write_malformed(tmp_path, case):
+    """Writes gt.json and dets.json of a two-image scene, one entry broken as `case` says."""
+    images = [_image(1, [[10, 10, 50, 50]], [0]), _image(2, [[0, 0, 20, 30]], [1])]
+    gt = coco.ground_truth(images, ["a", "b"])
+    dets = coco.detections(_perfect(images))
+    name, entries, index, field, value, fragment = _malformed(gt, dets)[case]
+    if value is None:
+        del entries[index][field]
+    else:
+        entries[index][field] = value
+    coco.write_json(str(tmp_path / "gt.json"), gt)
+    coco.write_json(str(tmp_path / "dets.json"), dets)
+    return tmp_path / name, fragment
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_malformed_entries_give_one_user_error(tmp_path, case):
+    path, fragment = _write_malformed(tmp_path, case)
+    load = coco.load_ground_truth if path.name == "gt.json" else coco.load_detections
+    with pytest.raises(UserError) as error:
+        load(str(path))
+    message = str(error.value)
+    assert message.startswith(f"{path}: {fragment}"), message
+    assert message.endswith("; fix or drop that " + fragment.split()[0] + ".")
+    # The untouched file of the pair loads.
+    other = tmp_path / ("dets.json" if path.name == "gt.json" else "gt.json")
+    (coco.load_detections if path.name == "gt.json" else coco.load_ground_truth)(str(other))
+
+
+def test_non_object_entry_gives_one_user_error(tmp_path):
+    coco.write_json(str(tmp_path / "dets.json"), [{"image_id": 1}, 7])
+    with pytest.raises(UserError, match=r"dets.json: detection 0 has no 'category_id'"):
+        coco.load_detections(str(tmp_path / "dets.json"))
+    coco.write_json(str(tmp_path / "dets.json"), [7])
+    with pytest.raises(UserError, match=r"dets.json: detection 0 is 7, not a JSON object"):
+        coco.load_detections(str(tmp_path / "dets.json"))
+
+
+@pytest.mark.parametrize("case", [0, 2, 4, 5])  # area, 3-number bbox, string and NaN score.
+def test_coco_eval_script_refuses_malformed_entries(tmp_path, case):
+    path, fragment = _write_malformed(tmp_path, case)
+    result = _run_coco_eval(tmp_path / "gt.json", tmp_path / "dets.json")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: {path}: {fragment}"), result.stderr

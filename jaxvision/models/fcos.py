@@ -11,7 +11,8 @@ pixel centres of the feature cells (see `jaxvision.ops.anchors`). A point
 `(x, y)` with distances `(l, t, r, b)` stands for the box
 `(x - l, y - t, x + r, y + b)`.
 
-Top to bottom: the `FCOS` module (head, `loss`, `detect`, `level_sizes`), then
+Top to bottom: the `FCOS` module (its prediction convs on the backbone, FPN and
+towers of `jaxvision.models.dense_head`; `loss`, `detect`, `level_sizes`), then
 the pure functions it uses: `fcos_targets` (target assignment for one image),
 `centerness_target` and `ltrb_to_boxes`.
 """
@@ -27,8 +28,12 @@ import optax
 from flax.typing import Dtype
 
 from jaxvision import losses
-from jaxvision.models.fpn import FPN, ConvTower, head_init
-from jaxvision.models.resnet import resnet_backbone
+from jaxvision.models.dense_head import (
+    DenseDetector,
+    backbone_pyramid,
+    head_conv,
+    prior_bias_init,
+)
 from jaxvision.ops import anchors as anchor_ops
 from jaxvision.ops import boxes as box_ops
 
@@ -36,8 +41,8 @@ from jaxvision.ops import boxes as box_ops
 # batch without positives at 0 / eps = 0 (AdelaiDet's 1e-6).
 _CENTERNESS_SUM_EPS = 1e-6
 
-# Label of the points that match no box (background) in `fcos_targets`.
-BACKGROUND = -1
+# The class label `fcos_targets` gives points that match no box.
+BACKGROUND_LABEL = -1
 
 
 class Scale(nn.Module):
@@ -63,21 +68,13 @@ class Scale(nn.Module):
         return x * scale.astype(x.dtype)
 
 
-class FCOS(nn.Module):
+class FCOS(DenseDetector):
     """FCOS detector: ResNet, FPN (P6 from P5), shared head over every level.
 
+    Its fields are those of `DenseDetector` (classes, backbone, towers, focal
+    loss, dtypes) and the target assignment's:
+
     Attributes:
-        num_classes: K, the number of object classes (no background class:
-            one sigmoid classifier per class).
-        backbone: a `RESNET_DEPTHS` name.
-        backbone_width: `ResNetBackbone.width` (64 for the papers' ResNets).
-        fpn_features: channels of the pyramid and of the head towers.
-        head_convs: convs in each of the two towers (cls, box).
-        norm_groups: GroupNorm groups in the towers (0: no normalization).
-        prior_prob: initial foreground probability of every classifier; the
-            cls bias starts at `-log((1 - p) / p)` so the focal loss does not
-            explode on the many background points at the first step.
-        levels: pyramid levels used (P3-P7); level `l` has stride `2**l`.
         size_ranges: boundaries between the levels' ranges of the largest
             regression distance `max(l, t, r, b)` of a positive point. Level
             `i` takes `[b[i - 1], b[i]]` (b[-1] = 0), the last level everything
@@ -86,28 +83,10 @@ class FCOS(nn.Module):
         center_sampling_radius: a point is positive only within this many
             strides of its box's centre (1.5 in FCOS); 0 disables centre
             sampling (every point inside the box is a candidate).
-        focal_alpha: focal loss weight of the positives.
-        focal_gamma: focal loss focusing exponent.
-        box_loss_weight: weight of the GIoU loss in the total loss.
-        dtype: compute dtype; the outputs are float32.
-        param_dtype: parameter dtype.
     """
 
-    num_classes: int
-    backbone: str = "resnet50"
-    backbone_width: int = 64
-    fpn_features: int = 256
-    head_convs: int = 4
-    norm_groups: int = 32
-    prior_prob: float = 0.01
-    levels: tuple[int, ...] = (3, 4, 5, 6, 7)
     size_ranges: tuple[float, ...] = (64, 128, 256, 512)
     center_sampling_radius: float = 1.5
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    box_loss_weight: float = 1.0
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool) -> dict[str, jax.Array]:
@@ -123,59 +102,35 @@ class FCOS(nn.Module):
           `N = sum(self.level_sizes((H, W)))`.
         """
         chex.assert_rank(images, 4)
-        conv = functools.partial(
-            nn.Conv, kernel_size=(3, 3), padding="SAME", kernel_init=head_init,
-            dtype=self.dtype, param_dtype=self.param_dtype,
+        pyramid = backbone_pyramid(
+            self.backbone, self.backbone_width, self.fpn_features, "p5", self.dtype,
+            self.param_dtype, images, train,
         )
-        tower = functools.partial(
-            ConvTower, features=self.fpn_features, num_convs=self.head_convs,
-            norm_groups=self.norm_groups, dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
-        c = resnet_backbone(
-            self.backbone, width=self.backbone_width, dtype=self.dtype,
-            param_dtype=self.param_dtype, name="backbone",
-        )(images, train)  # {"c3": [B, H / 8, W / 8, C3], ..., "c5": ...}
-        p = FPN(
-            self.fpn_features, p6_from="p5", dtype=self.dtype,
-            param_dtype=self.param_dtype, name="fpn",
-        )(c)
+        # One instance of each conv, applied to every level: shared weights.
+        conv = functools.partial(head_conv, dtype=self.dtype, param_dtype=self.param_dtype)
+        cls_conv = conv(self.num_classes, "cls_logits", bias_init=prior_bias_init(self.prior_prob))
+        box_conv = conv(4, "bbox_pred")
+        ctr_conv = conv(1, "centerness")
 
-        # One instance of each layer, applied to every level: shared weights.
-        cls_tower = tower(name="cls_tower")
-        box_tower = tower(name="box_tower")
-        bias = -math.log((1 - self.prior_prob) / self.prior_prob)
-        cls_conv = conv(
-            self.num_classes, bias_init=nn.initializers.constant(bias),
-            name="cls_logits",
-        )
-        box_conv = conv(4, name="bbox_pred")
-        ctr_conv = conv(1, name="centerness")
-
-        logits, ltrb, centerness = [], [], []
-        for level, stride in zip(
-            self.levels, anchor_ops.fpn_strides(self.levels), strict=True
-        ):
-            x = p[f"p{level}"]  # [B, h, w, F]
-            batch, height, width, _ = x.shape
+        def predict(level: int, cls_x: jax.Array, box_x: jax.Array) -> tuple:
+            batch, height, width, _ = cls_x.shape  # [B, h, w, F]
             num_points = height * width
-            cls = cls_conv(cls_tower(x))  # [B, h, w, K]
-            logits.append(cls.reshape(batch, num_points, self.num_classes))
-            t = box_tower(x)  # [B, h, w, F]
-            reg = box_conv(t).astype(jnp.float32)  # [B, h, w, 4]
+            logits = cls_conv(cls_x).reshape(batch, num_points, self.num_classes)
+            reg = box_conv(box_x).astype(jnp.float32)  # [B, h, w, 4]
             # Normalized regression: the conv predicts distances in strides.
             scale = Scale(param_dtype=self.param_dtype, name=f"scale_p{level}")
             reg = nn.relu(scale(reg))
-            ltrb.append(reg.reshape(batch, num_points, 4) * stride)  # [B, h * w, 4]
-            ctr = ctr_conv(t)  # [B, h, w, 1]
-            centerness.append(ctr.reshape(batch, num_points))  # [B, h * w]
+            (stride,) = anchor_ops.fpn_strides((level,))
+            ltrb = reg.reshape(batch, num_points, 4) * stride  # [B, h * w, 4] pixels
+            centerness = ctr_conv(box_x).reshape(batch, num_points)  # [B, h * w]
+            return logits, ltrb, centerness  # [B, h * w, K], [B, h * w, 4], [B, h * w]
 
+        logits, ltrb, centerness = self.per_level(pyramid, predict)
         outputs = {
-            "logits": jnp.concatenate(logits, axis=1),  # [B, N, K]
-            "ltrb": jnp.concatenate(ltrb, axis=1),  # [B, N, 4]
-            "centerness": jnp.concatenate(centerness, axis=1),  # [B, N]
+            "logits": logits.astype(jnp.float32),  # [B, N, K]
+            "ltrb": ltrb.astype(jnp.float32),  # [B, N, 4]
+            "centerness": centerness.astype(jnp.float32),  # [B, N]
         }
-        outputs = {k: v.astype(jnp.float32) for k, v in outputs.items()}
         total = sum(self.level_sizes(images.shape[1:3]))
         chex.assert_shape(outputs["logits"], (images.shape[0], total, self.num_classes))
         return outputs
@@ -350,7 +305,7 @@ def fcos_targets(
       center_sampling_radius: static; centre region half-side in strides, 0 = off.
 
     Returns:
-      labels `[N]` int32 (the winning box's class, `BACKGROUND` = -1 for
+      labels `[N]` int32 (the winning box's class, `BACKGROUND_LABEL` = -1 for
       negatives), ltrb `[N, 4]` float32 distances in pixels from the point to
       the winning box's sides (0 for negatives), and positive `[N]` bool.
     """
@@ -362,7 +317,7 @@ def fcos_targets(
     chex.assert_shape([labels, box_mask], (boxes.shape[0],))
     if boxes.shape[0] == 0:  # Static: no ground-truth slots at all.
         return (
-            jnp.full((num_points,), BACKGROUND, jnp.int32),
+            jnp.full((num_points,), BACKGROUND_LABEL, jnp.int32),
             jnp.zeros((num_points, 4), jnp.float32),
             jnp.zeros((num_points,), bool),
         )
@@ -390,7 +345,7 @@ def fcos_targets(
     areas = jnp.where(candidate, box_ops.area(boxes)[None, :], jnp.inf)  # [N, M]
     best = jnp.argmin(areas, axis=1)  # [N]
     positive = jnp.any(candidate, axis=1)  # [N]
-    target_labels = jnp.where(positive, labels[best], BACKGROUND).astype(jnp.int32)
+    target_labels = jnp.where(positive, labels[best], BACKGROUND_LABEL).astype(jnp.int32)
     best_ltrb = jnp.take_along_axis(ltrb, best[:, None, None], axis=1)[:, 0]  # [N, 4]
     target_ltrb = jnp.where(positive[:, None], best_ltrb, 0.0)  # [N, 4]
     return target_labels, target_ltrb, positive

@@ -41,14 +41,15 @@ def torch_conv(
     )
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 convs with a residual connection (ResNet-18/34).
+class ResidualBlock(nn.Module):
+    """What `BasicBlock` and `BottleneckBlock` share: fields and the shortcut.
 
     Attributes:
-        filters: output channels of the block.
+        filters: channels of the block's convs; the output has
+            `filters * expansion`.
         conv: conv constructor (bias-free, dtypes and init already bound).
         norm: BatchNorm constructor (train/eval mode already bound).
-        strides: stride of the first 3x3 conv; 2 halves the resolution.
+        strides: stride of the (first) 3x3 conv; 2 halves the resolution.
         zero_init_residual: start the last BN scale at zero, so the residual
             branch outputs zero at init and the block starts as its shortcut.
     """
@@ -59,59 +60,62 @@ class BasicBlock(nn.Module):
     strides: int = 1
     zero_init_residual: bool = False
 
-    expansion = 1  # output channels = filters * expansion
+    expansion = 1  # output channels = filters * expansion (BottleneckBlock: 4)
 
-    @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        # x: [B, H, W, C_in] -> [B, H / strides, W / strides, filters]
+    @nn.nowrap
+    def last_norm(self, name: str) -> nn.Module:
+        """The branch's last BatchNorm, scale from `zero_init_residual`."""
+        return self.norm(scale_init=zeros if self.zero_init_residual else ones, name=name)
+
+    @nn.nowrap
+    def add_shortcut(self, x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
+        """`relu(y + shortcut(x))`; the shortcut is 1x1 conv + BN where shapes differ.
+
+        Args:
+          x: `[B, H, W, C_in]` block input.
+          y: `[B, H / strides, W / strides, filters * expansion]` residual branch.
+        """
         residual = x
-        y = self.conv(self.filters, (3, 3), self.strides, name="conv1")(x)
-        y = nn.relu(self.norm(name="bn1")(y))
-        y = self.conv(self.filters, (3, 3), name="conv2")(y)
-        last_scale = zeros if self.zero_init_residual else ones
-        y = self.norm(scale_init=last_scale, name="bn2")(y)
         if residual.shape != y.shape:
             residual = self.conv(
-                self.filters, (1, 1), self.strides, name="downsample_conv"
+                self.filters * self.expansion, (1, 1), self.strides,
+                name="downsample_conv",
             )(x)
             residual = self.norm(name="downsample_bn")(residual)
         return nn.relu(y + residual)
 
 
-class BottleneckBlock(nn.Module):
+class BasicBlock(ResidualBlock):
+    """Two 3x3 convs with a residual connection (ResNet-18/34); see `ResidualBlock`."""
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        # x: [B, H, W, C_in] -> [B, H / strides, W / strides, filters]
+        y = self.conv(self.filters, (3, 3), self.strides, name="conv1")(x)
+        y = nn.relu(self.norm(name="bn1")(y))
+        y = self.conv(self.filters, (3, 3), name="conv2")(y)
+        y = self.last_norm("bn2")(y)
+        return self.add_shortcut(x, y)
+
+
+class BottleneckBlock(ResidualBlock):
     """1x1 reduce, 3x3 (strided), 1x1 expand by 4, with a residual (ResNet-50+).
 
-    Attributes are those of `BasicBlock`; the output has `4 * filters` channels.
+    See `ResidualBlock`; the output has `4 * filters` channels.
     """
 
-    filters: int
-    conv: ModuleDef
-    norm: ModuleDef
-    strides: int = 1
-    zero_init_residual: bool = False
-
-    expansion = 4  # output channels = filters * expansion
+    expansion = 4
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         # x: [B, H, W, C_in] -> [B, H / strides, W / strides, 4 * filters]
-        residual = x
         y = self.conv(self.filters, (1, 1), name="conv1")(x)
         y = nn.relu(self.norm(name="bn1")(y))
         y = self.conv(self.filters, (3, 3), self.strides, name="conv2")(y)
         y = nn.relu(self.norm(name="bn2")(y))
         y = self.conv(self.filters * self.expansion, (1, 1), name="conv3")(y)
-        last_scale = zeros if self.zero_init_residual else ones
-        y = self.norm(scale_init=last_scale, name="bn3")(y)
-        if residual.shape != y.shape:
-            residual = self.conv(
-                self.filters * self.expansion,
-                (1, 1),
-                self.strides,
-                name="downsample_conv",
-            )(x)
-            residual = self.norm(name="downsample_bn")(residual)
-        return nn.relu(y + residual)
+        y = self.last_norm("bn3")(y)
+        return self.add_shortcut(x, y)
 
 
 class ResNetBackbone(nn.Module):

@@ -14,6 +14,9 @@ RetinaNet v2 and the FCOS paper's comparison).
 Boxes are xyxy in pixels (see `jaxvision.ops.boxes`). Prediction rows are all
 levels concatenated in level order (P3 first), each row-major over
 `(y, x, anchor)`, in the order of `jaxvision.ops.anchors.anchors()`.
+
+Backbone, FPN, towers and the per-level loop are `jaxvision.models.dense_head`'s;
+this file holds the prediction convs, anchor matching, loss and box decoding.
 """
 
 import functools
@@ -23,31 +26,28 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from flax.typing import Dtype
 
 from jaxvision import losses
-from jaxvision.models.fpn import FPN, ConvTower, head_init
-from jaxvision.models.resnet import resnet_backbone
+from jaxvision.models.dense_head import (
+    DenseDetector,
+    backbone_pyramid,
+    head_conv,
+    prior_bias_init,
+)
 from jaxvision.ops import anchors as anchor_ops
 from jaxvision.ops import boxes as box_ops
 
-FOREGROUND, BACKGROUND, IGNORE = 1, 0, -1  # `match_anchors` states.
+# The states `match_anchors` gives anchors.
+MATCH_FOREGROUND, MATCH_BACKGROUND, MATCH_IGNORE = 1, 0, -1
 
 
-class RetinaNet(nn.Module):
+class RetinaNet(DenseDetector):
     """RetinaNet detector; defaults are the paper's COCO setting (with GN heads).
 
+    Its fields are those of `DenseDetector` (classes, backbone, towers, focal
+    loss, dtypes) and the anchors' and matching's:
+
     Attributes:
-        num_classes: `K`, one sigmoid classifier per class (no background class).
-        backbone: a `RESNET_DEPTHS` name.
-        backbone_width: `ResNetBackbone.width` (64 is the real ResNet).
-        fpn_features: channels of every pyramid level and of the head towers.
-        head_convs: 3x3 convs in each tower (4 in the paper).
-        norm_groups: GroupNorm groups in the towers (0: no normalization, as in
-            the paper and detectron2).
-        prior_prob: initial foreground probability of every logit, so the
-            ~100k background anchors do not swamp the first steps.
-        levels: pyramid levels; level `l` has stride `2**l`.
         anchor_scale: anchor side in strides at scale 1 (4: 32 px on P3).
         anchor_scales: multipliers on the side within a level (3 octave steps).
         aspect_ratios: anchor `height / width`.
@@ -56,34 +56,16 @@ class RetinaNet(nn.Module):
             `[background_iou, foreground_iou)` are ignored by the loss.
         allow_low_quality_matches: also make each box's best anchors foreground,
             so no box (a small or thin one) is left without an anchor.
-        focal_alpha: focal loss weight of the positives.
-        focal_gamma: focal loss focusing exponent.
         smooth_l1_beta: quadratic zone of the box loss (detectron2: 0.1).
-        box_loss_weight: weight of the box loss in the total.
-        dtype: compute dtype; outputs are float32.
-        param_dtype: parameter dtype.
     """
 
-    num_classes: int
-    backbone: str = "resnet50"
-    backbone_width: int = 64
-    fpn_features: int = 256
-    head_convs: int = 4
-    norm_groups: int = 32
-    prior_prob: float = 0.01
-    levels: tuple[int, ...] = (3, 4, 5, 6, 7)
     anchor_scale: float = 4.0
     anchor_scales: tuple[float, ...] = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     foreground_iou: float = 0.5
     background_iou: float = 0.4
     allow_low_quality_matches: bool = True
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
     smooth_l1_beta: float = 0.1
-    box_loss_weight: float = 1.0
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @property
     def num_anchors(self) -> int:
@@ -104,59 +86,27 @@ class RetinaNet(nn.Module):
         """
         chex.assert_rank(images, 4)
         batch = images.shape[0]
-        features = resnet_backbone(
-            self.backbone,
-            width=self.backbone_width,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="backbone",
-        )(images, train)
-        pyramid = FPN(
-            self.fpn_features,
-            p6_from="c5",
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="fpn",
-        )({k: features[k] for k in ("c3", "c4", "c5")})
-
-        def tower(name: str) -> ConvTower:
-            return ConvTower(
-                self.fpn_features,
-                self.head_convs,
-                self.norm_groups,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                name=name,
-            )
-
-        # One instance of each, applied to every level: weights shared across levels.
-        cls_tower, box_tower = tower("cls_tower"), tower("box_tower")
-        head_conv = functools.partial(
-            nn.Conv,
-            kernel_size=(3, 3),
-            padding="SAME",
-            kernel_init=head_init,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+        pyramid = backbone_pyramid(
+            self.backbone, self.backbone_width, self.fpn_features, "c5", self.dtype,
+            self.param_dtype, images, train,
         )
-        prior_bias = -math.log((1 - self.prior_prob) / self.prior_prob)
-        cls_logits = head_conv(
-            self.num_anchors * self.num_classes,
-            bias_init=nn.initializers.constant(prior_bias),
-            name="cls_logits",
-        )
-        box_deltas = head_conv(self.num_anchors * 4, name="box_deltas")
+        # One instance of each conv, applied to every level: shared weights.
+        conv = functools.partial(head_conv, dtype=self.dtype, param_dtype=self.param_dtype)
+        prior = prior_bias_init(self.prior_prob)
+        cls_logits = conv(self.num_anchors * self.num_classes, "cls_logits", bias_init=prior)
+        box_deltas = conv(self.num_anchors * 4, "box_deltas")
 
-        logits, deltas = [], []
-        for level in self.levels:
-            p = pyramid[f"p{level}"]  # [B, h, w, F]
+        def predict(level: int, cls_x: jax.Array, box_x: jax.Array) -> tuple:
+            del level  # Every level has the same head.
             # [B, h, w, A * K] -> [B, h * w * A, K]: rows (y, x, anchor) as anchors.
-            logits.append(cls_logits(cls_tower(p)).reshape(batch, -1, self.num_classes))
-            # [B, h, w, A * 4] -> [B, h * w * A, 4]
-            deltas.append(box_deltas(box_tower(p)).reshape(batch, -1, 4))
+            logits = cls_logits(cls_x).reshape(batch, -1, self.num_classes)
+            deltas = box_deltas(box_x).reshape(batch, -1, 4)  # [B, h * w * A, 4]
+            return logits, deltas
+
+        logits, deltas = self.per_level(pyramid, predict)
         return {
-            "logits": jnp.concatenate(logits, axis=1).astype(jnp.float32),  # [B, N, K]
-            "deltas": jnp.concatenate(deltas, axis=1).astype(jnp.float32),  # [B, N, 4]
+            "logits": logits.astype(jnp.float32),  # [B, N, K]
+            "deltas": deltas.astype(jnp.float32),  # [B, N, 4]
         }
 
     def level_sizes(self, image_size: tuple[int, int]) -> tuple[int, ...]:
@@ -222,8 +172,8 @@ class RetinaNet(nn.Module):
         )
         index, state = jax.vmap(match, in_axes=(None, 0, 0))(anchors, boxes, box_mask)
         # index, state: [B, N]
-        foreground = state == FOREGROUND  # [B, N]
-        counted = state != IGNORE  # [B, N]
+        foreground = state == MATCH_FOREGROUND  # [B, N]
+        counted = state != MATCH_IGNORE  # [B, N]
         num_positives = jnp.sum(foreground).astype(jnp.float32)
         normalizer = jnp.maximum(num_positives, 1.0)
 
@@ -305,7 +255,8 @@ def match_anchors(
     Returns:
       index `[N]` int32: each anchor's matched box (meaningful where foreground;
       never a padding column while the image has a real box), and
-      state `[N]` int32: 1 foreground, 0 background, -1 ignore.
+      state `[N]` int32: `MATCH_FOREGROUND` (1), `MATCH_BACKGROUND` (0) or
+      `MATCH_IGNORE` (-1).
     """
     chex.assert_shape(anchors, (None, 4))
     chex.assert_shape(boxes, (None, 4))
@@ -316,11 +267,11 @@ def match_anchors(
     best = jnp.max(iou, axis=1)  # [N]
     state = jnp.where(
         best >= foreground_iou,
-        FOREGROUND,
-        jnp.where(best < background_iou, BACKGROUND, IGNORE),
+        MATCH_FOREGROUND,
+        jnp.where(best < background_iou, MATCH_BACKGROUND, MATCH_IGNORE),
     ).astype(jnp.int32)  # [N]
     if allow_low_quality_matches:
         highest = jnp.max(iou, axis=0)  # [M] best IoU of each box; -1 on padding
         is_best = (iou == highest[None, :]) & (highest[None, :] > 0)  # [N, M]
-        state = jnp.where(jnp.any(is_best, axis=1), FOREGROUND, state)  # [N]
+        state = jnp.where(jnp.any(is_best, axis=1), MATCH_FOREGROUND, state)  # [N]
     return index, state

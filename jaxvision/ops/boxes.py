@@ -97,14 +97,6 @@ def pairwise_iou(a: jax.Array, b: jax.Array) -> jax.Array:
     return elementwise_iou(a[:, None, :], b[None, :, :])  # [N, M]
 
 
-def pairwise_giou(a: jax.Array, b: jax.Array) -> jax.Array:
-    """GIoU of every box in `a` [N, 4] with every box in `b` [M, 4] (xyxy) -> `[N, M]`.
-
-    Degenerate pairs are handled as in `elementwise_giou`. Batch with `jax.vmap`.
-    """
-    return elementwise_giou(a[:, None, :], b[None, :, :])  # [N, M]
-
-
 def encode(
     boxes: jax.Array,
     anchors: jax.Array,

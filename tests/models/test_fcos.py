@@ -10,23 +10,14 @@ import optax
 import pytest
 
 from jaxvision.models.fcos import (
-    BACKGROUND,
+    BACKGROUND_LABEL,
     FCOS,
     centerness_target,
     fcos_targets,
     ltrb_to_boxes,
 )
 from jaxvision.ops import boxes as box_ops
-
-
-def key(seed):
-    """An rbg PRNG key: XLA:CPU compiles its sampling much faster than threefry's."""
-    return jax.random.key(seed, impl="rbg")
-
-
-def count_params(variables):
-    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(variables["params"]))
-
+from tests.models.common import TINY, count_params, key
 
 # ---------------------------------------------------------------------------
 # Target assignment, by hand.
@@ -84,8 +75,8 @@ def hand_model(**kwargs):
 
 def expected_labels(p3, p4):
     """Label grids {(row, col): class} for P3 (8x8) and P4 (4x4) -> [80]."""
-    grid3 = np.full((8, 8), BACKGROUND)
-    grid4 = np.full((4, 4), BACKGROUND)
+    grid3 = np.full((8, 8), BACKGROUND_LABEL)
+    grid4 = np.full((4, 4), BACKGROUND_LABEL)
     for (row, col), label in p3.items():
         grid3[row, col] = label
     for (row, col), label in p4.items():
@@ -129,7 +120,7 @@ def test_targets_hand_built_with_center_sampling():
         p4={(0, 0): a, (1, 0): a, (2, 0): a},
     )
     np.testing.assert_array_equal(labels, want)
-    np.testing.assert_array_equal(positive, want != BACKGROUND)
+    np.testing.assert_array_equal(positive, want != BACKGROUND_LABEL)
     assert int(positive.sum()) == 14
     # (28, 20), P3 row 2 col 3: B wins over A and over the (masked) C.
     np.testing.assert_array_equal(ltrb[8 * 2 + 3], [6, 6, 18, 14])
@@ -187,7 +178,8 @@ def test_targets_equal_areas_and_no_boxes():
     labels, ltrb, positive = fcos_targets(
         points, strides, ranges, boxes, jnp.array([5, 1]), jnp.array([False, False]), 1.5
     )
-    assert not positive.any() and (labels == BACKGROUND).all()
+    assert BACKGROUND_LABEL == -1  # Not a class id: one_hot makes it all zeros.
+    assert not positive.any() and (labels == BACKGROUND_LABEL).all()
     assert np.isfinite(ltrb).all() and (ltrb == 0).all()
     # A zero-slot ground truth array is allowed too.
     labels, _, positive = fcos_targets(
@@ -236,15 +228,6 @@ def test_param_count_coco_setting():
         "backbone", "fpn", "cls_tower", "box_tower", "cls_logits", "bbox_pred",
         "centerness", *(f"scale_p{level}" for level in range(3, 8)),
     }
-
-
-TINY = {
-    "backbone": "resnet18",
-    "backbone_width": 8,
-    "fpn_features": 32,
-    "head_convs": 2,
-    "norm_groups": 8,
-}
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])

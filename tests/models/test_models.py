@@ -17,6 +17,7 @@ from jaxvision.models import (
     ResNetBackbone,
     get_model,
 )
+from tests.models.common import count_params, key
 
 # Trainable parameters: batch_stats excluded, as torchvision's count excludes buffers.
 PINNED = {
@@ -46,11 +47,6 @@ SETTINGS["cnn"] = ({"num_classes": 10}, (2, 8, 8, 1))
 SETTINGS.update({name: ({"num_classes": 80}, (1, 64, 64, 3)) for name in DETECTORS})
 
 
-def key(seed):
-    """An rbg PRNG key: XLA:CPU compiles its sampling much faster than threefry's."""
-    return jax.random.key(seed, impl="rbg")
-
-
 def abstract_init(model, input_shape):
     """Variables' shapes and dtypes, without computing them."""
     init = functools.partial(model.init, train=False)
@@ -73,10 +69,6 @@ def abstract_features(backbone, input_shape):
     variables = abstract_init(backbone, input_shape)
     apply = functools.partial(backbone.apply, train=False)
     return jax.eval_shape(apply, variables, jnp.zeros(input_shape)), variables
-
-
-def count_params(variables):
-    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(variables["params"]))
 
 
 def test_every_registered_model_has_a_pinned_count():

@@ -9,28 +9,19 @@ import numpy as np
 import optax
 import pytest
 
-from jaxvision.models.retinanet import RetinaNet, match_anchors
+from jaxvision.models.retinanet import (
+    MATCH_BACKGROUND,
+    MATCH_FOREGROUND,
+    MATCH_IGNORE,
+    RetinaNet,
+    match_anchors,
+)
 from jaxvision.ops import boxes as box_ops
+from tests.models.common import TINY, count_params, key
 
 IMAGE_SIZE = (64, 64)
 # Levels 3..7 on 64x64: 8x8, 4x4, 2x2, 1x1, 1x1 cells, 9 anchors each.
 NUM_ROWS = 9 * (64 + 16 + 4 + 1 + 1)  # 774
-TINY = {
-    "backbone": "resnet18",
-    "backbone_width": 8,
-    "fpn_features": 32,
-    "head_convs": 2,
-    "norm_groups": 8,
-}
-
-
-def key(seed):
-    """An rbg PRNG key: XLA:CPU compiles its sampling much faster than threefry's."""
-    return jax.random.key(seed, impl="rbg")
-
-
-def count_params(variables):
-    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(variables["params"]))
 
 
 def strip(x0, x1):
@@ -71,6 +62,7 @@ def test_match_anchors_hand_computed():
     index, state = match_anchors(
         anchors, boxes, box_mask, **MATCH, allow_low_quality_matches=True
     )
+    assert (MATCH_FOREGROUND, MATCH_BACKGROUND, MATCH_IGNORE) == (1, 0, -1)
     np.testing.assert_array_equal(state, [1, -1, 1, 1, 0, 0, 1])
     fg = np.asarray(state) == 1
     np.testing.assert_array_equal(np.asarray(index)[fg], [0, 1, 1, 0])
@@ -228,7 +220,7 @@ def _targets_plus(model, boxes, labels, box_mask, offset):
     match = functools.partial(match_anchors, **MATCH, allow_low_quality_matches=True)
     index, state = jax.vmap(match, in_axes=(None, 0, 0))(anchors, boxes, box_mask)
     matched = jnp.take_along_axis(boxes, index[..., None], axis=1)  # [B, N, 4]
-    fg = state == 1  # [B, N]
+    fg = state == MATCH_FOREGROUND  # [B, N]
     matched = jnp.where(fg[..., None], matched, anchors)  # [B, N, 4]
     return box_ops.encode(matched, anchors) + offset, state
 
@@ -247,8 +239,8 @@ MASK = jnp.array([[True, True, False], [True, False, False]])
 def test_loss_hand_computed_normalization():
     model = RetinaNet(num_classes=3, **TINY)
     deltas, state = _targets_plus(model, BOXES, LABELS, MASK, offset=1.0)
-    num_fg = int(jnp.sum(state == 1))
-    num_counted = int(jnp.sum(state >= 0))
+    num_fg = int(jnp.sum(state == MATCH_FOREGROUND))
+    num_counted = int(jnp.sum(state != MATCH_IGNORE))
     assert 0 < num_fg < num_counted < state.size  # some fg, some ignored
     outputs = {"logits": jnp.zeros((2, NUM_ROWS, 3)), "deltas": deltas}
     loss_fn = jax.jit(

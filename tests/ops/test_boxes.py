@@ -9,6 +9,11 @@ import numpy as np
 from jaxvision.ops import boxes
 
 
+def pairwise_giou(a, b):
+    """GIoU of every box in `a` [N, 4] with every box in `b` [M, 4] -> `[N, M]`, by broadcasting."""
+    return boxes.elementwise_giou(a[:, None, :], b[None, :, :])
+
+
 def test_cxcywh_round_trip_hand_computed():
     xyxy = jnp.array([[1.0, 2.0, 11.0, 14.0]])
     cxcywh = boxes.xyxy_to_cxcywh(xyxy)
@@ -27,7 +32,7 @@ def test_pairwise_iou_and_giou_hand_computed():
     # Overlap: inter 1, union 7, enclosing 9. Identical: 1. Disjoint: inter 0,
     # union 5, enclosing [0, 0, 4, 2] = 8.
     iou = boxes.pairwise_iou(a, b)
-    giou = boxes.pairwise_giou(a, b)
+    giou = pairwise_giou(a, b)
     assert iou.shape == giou.shape == (1, 3)
     np.testing.assert_allclose(iou, [[1 / 7, 1.0, 0.0]], rtol=1e-6)
     np.testing.assert_allclose(giou, [[1 / 7 - 2 / 9, 1.0, -3 / 8]], rtol=1e-6)
@@ -44,7 +49,7 @@ def test_elementwise_matches_pairwise_diagonal_and_vmaps():
     )
     np.testing.assert_allclose(
         boxes.elementwise_giou(b[0], b[1]),
-        jnp.diag(boxes.pairwise_giou(b[0], b[1])),
+        jnp.diag(pairwise_giou(b[0], b[1])),
         rtol=1e-6,
     )
     batched = jax.vmap(boxes.pairwise_iou)(b, b)  # [2, 5, 5]

@@ -200,3 +200,47 @@ def test_batched_nms_matches_reference_and_single_images():
         )
         for key, value in single.items():
             np.testing.assert_array_equal(value[0], out[key][i])
+
+
+def test_no_boxes_keeps_nothing():
+    indices, valid = nms(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), 0.5, max_outputs=3)
+    assert indices.shape == (3,) and indices.dtype == jnp.int32
+    assert_kept(indices, valid, [])
+    out = batched_nms(
+        np.zeros((2, 0, 4), np.float32), np.zeros((2, 0), np.float32),
+        np.zeros((2, 0), np.int32), 0.5, max_outputs=3,
+    )
+    assert out["boxes"].shape == (2, 3, 4) and out["boxes"].dtype == jnp.float32
+    assert out["classes"].dtype == jnp.int32
+    for name in ("boxes", "scores", "classes", "indices", "valid"):
+        np.testing.assert_array_equal(out[name], 0, err_msg=name)
+
+
+# Two boxes of one class with IoU 0.4798 (float64 of these float32 values): a
+# class offset of 999 * 1001 px (a box at 1000 px in the image) rounds float32
+# coordinates to 1/16 px, which made their IoU 0.5029 and suppressed one.
+CLOSE_PAIR = np.array(
+    [[894.56, 894.63, 900.02, 896.63], [894.89, 895.28, 899.22, 896.49]], np.float32
+)
+
+
+def test_class_aware_is_exact_for_many_classes_and_large_coordinates():
+    assert 0.479 < _np_iou(CLOSE_PAIR[0], CLOSE_PAIR[1:])[0] < 0.48
+    rng = np.random.default_rng(7)
+    # Clustered boxes scaled to ~1000 px, spread over all 1000 classes (few
+    # overlaps) and over classes 0-3 (many), the image-wide box, the pair.
+    boxes, scores = random_boxes(7)  # [N, 4], [N]
+    n = len(boxes)
+    boxes = np.concatenate([9 * boxes, [[0, 0, 1000, 1000]], CLOSE_PAIR]).astype(np.float32)
+    scores = np.concatenate([scores, [0.5, 0.9, 0.8]]).astype(np.float32)
+    classes = np.concatenate([rng.integers(0, 1000, n), [0, 999, 999]])
+    classes[: n // 2] = rng.integers(0, 4, n // 2)
+    same = classes[:, None] == classes[None, :]
+    ious = np.stack([_np_iou(b, boxes) for b in boxes])  # [N + 3, N + 3]
+    assert np.abs(ious[same] - 0.5).min() > 1e-5  # float32 vs float64 must not decide.
+    want = np_nms(boxes, scores, 0.5, n + 3, classes=classes)
+    assert n + 1 in want and n + 2 in want
+    assert len(want) < n - 10  # Many same-class suppressions.
+    out = batched_nms(boxes[None], scores[None], classes[None], 0.5, max_outputs=n + 3)
+    assert_kept(out["indices"][0], out["valid"][0], want)
+    assert_kept(*nms(boxes, scores, 0.5, max_outputs=n + 3, classes=classes), want)
