@@ -205,7 +205,7 @@ def run_benchmark(
         ref = _summary(times["reference"], batch_size)
         result.update({f"reference_{k}": v for k, v in ref.items()})
         result["overhead_ratio"] = result["images_per_s"] / ref["images_per_s"]
-    result.update(_costs(trainer.experiment, compiled, result["step_time_median_s"], batch_size, mode))
+    result.update(_costs(exp, compiled, result["step_time_median_s"], batch_size, mode))
     if device.platform != "cpu" and device.memory_stats():
         result["device_peak_bytes"] = device.memory_stats().get("peak_bytes_in_use")
     return result

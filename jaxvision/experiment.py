@@ -11,6 +11,7 @@ with only the eval data at hand. Training adds its own side on top
 import functools
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -54,8 +55,19 @@ def variable_shardings(mesh: Mesh, variables: Any) -> Any:
     )
 
 
+def abstract_arrays(shapes: Any, shardings: Any) -> Any:
+    """`jax.ShapeDtypeStruct`s of `shapes` laid out as `shardings` (two pytrees alike).
+
+    Restoring a checkpoint into them lays it out on this mesh, whatever mesh
+    (or number of processes, or platform) wrote it.
+    """
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings
+    )
+
+
 def eval_step(
-    variables: dict[str, Any], batch: dict[str, jax.Array], *, outputs_fn: Any
+    variables: dict[str, Any], batch: dict[str, jax.Array], *, outputs_fn: Callable
 ) -> dict[str, jax.Array]:
     """The task's outputs for one eval batch: `outputs_fn(variables, batch)`.
 
@@ -121,15 +133,8 @@ class Experiment:
         }))
 
     def abstract_variables(self) -> dict[str, Any]:
-        """Shapes, dtypes and shardings of the model variables on this mesh.
-
-        Restoring into it lays a checkpoint out on this mesh, whatever mesh
-        (or number of processes, or platform) wrote it.
-        """
-        return jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-            self.variable_shapes, self.variable_sharding,
-        )
+        """Shapes, dtypes and shardings of the model variables on this mesh (`abstract_arrays`)."""
+        return abstract_arrays(self.variable_shapes, self.variable_sharding)
 
     def evaluate(
         self, variables: dict[str, Any], export_dir: str | None = None

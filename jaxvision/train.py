@@ -32,7 +32,12 @@ from jax.sharding import Mesh
 from jaxvision import data, optim, parallel, writers
 from jaxvision.checkpoint import Checkpointer
 from jaxvision.errors import UserError
-from jaxvision.experiment import Experiment, init_variables, variable_shardings
+from jaxvision.experiment import (
+    Experiment,
+    abstract_arrays,
+    init_variables,
+    variable_shardings,
+)
 
 
 @flax.struct.dataclass
@@ -175,15 +180,8 @@ class Trainer:
         return self._init(jax.random.PRNGKey(self.experiment.config.seed))
 
     def abstract_state(self) -> TrainState:
-        """Shapes, dtypes and shardings of the state on this mesh, without computing it.
-
-        Restoring into it lays a checkpoint out on this mesh, whatever mesh
-        (or number of processes, or platform) wrote it.
-        """
-        return jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-            self._state_shapes, self.state_sharding,
-        )
+        """Shapes, dtypes and shardings of the state on this mesh (`abstract_arrays`)."""
+        return abstract_arrays(self._state_shapes, self.state_sharding)
 
     def train_iterator(self) -> data.TrainIterator:
         exp = self.experiment
