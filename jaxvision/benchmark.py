@@ -24,13 +24,23 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 
-from jaxvision import profiling
+from jaxvision import data, profiling
 from jaxvision.errors import UserError
 from jaxvision.experiment import Experiment
 from jaxvision.train import Trainer, model_variables
 
 MODES = ("train", "eval", "input")
+# Catalog datasets whose tfds builder needs TensorFlow to describe them: what
+# the benchmark assumes when they are not prepared here (tfds declares COCO
+# 2017 with 80 classes and RGB images of varying sizes).
+_UNPREPARED_INFO = {
+    "coco/2017": data.DatasetInfo(
+        num_classes=80, class_names=tuple(f"class_{i}" for i in range(80)),
+        num_examples={}, image_shape=None, is_detection=True,
+    ),
+}
 # The train-set size given to the Trainer on synthetic data: it only sets
 # the learning-rate schedule's length, not the speed.
 _SYNTHETIC_NUM_EXAMPLES = 1_000_000
@@ -55,6 +65,45 @@ def select_platform(device: str | None):
             "GPU machine install jax's CUDA wheels (pip install -e '.[cuda12]'), or use "
             "--device cpu."
         ) from e
+
+
+def override(
+    config: ml_collections.ConfigDict, *, batch_size: int | None = None,
+    dtype: str | None = None, image_size: int | None = None,
+) -> ml_collections.ConfigDict:
+    """`config` with the benchmark's overrides applied in place (None keeps a field).
+
+    `batch_size` sets the train and eval batch; `image_size` the canvas side
+    of a detector (`data.image_size`) or a classifier's crop and host resize
+    (`augment.crop_size`, `data.resize_size`). The torchvision peers in
+    `benchmarks/` read the same config through this function.
+    """
+    with config.unlocked():
+        if batch_size is not None:
+            config.batch_size = config.eval_batch_size = batch_size
+        if dtype is not None:
+            config.dtype = dtype
+        if image_size is not None and config.task == "detection":
+            config.data.image_size = image_size  # The canvas side.
+        elif image_size is not None:
+            config.augment.crop_size = config.data.resize_size = image_size
+    return config
+
+
+def synthetic_info(config: ml_collections.ConfigDict) -> data.DatasetInfo:
+    """The dataset's info, or the known shape of an unprepared catalog dataset (COCO).
+
+    Raises:
+      UserError: the dataset is not prepared and its shape is not known here.
+    """
+    try:
+        return data.dataset_info(config.data.name, config.data.data_dir)
+    except UserError:
+        if config.data.name not in _UNPREPARED_INFO:
+            raise
+        logging.info("%s is not prepared; benchmarking with its declared shape.",
+                     config.data.name)
+        return _UNPREPARED_INFO[config.data.name]
 
 
 def synthetic_batch(exp: Experiment, batch_size: int, seed: int = 0) -> dict[str, jax.Array]:
@@ -184,7 +233,10 @@ def run_benchmark(
     if mode == "input":
         return {**result, **_benchmark_input(config, batch_size, steps, warmup)}
 
-    trainer = Trainer(Experiment(config), num_train_examples=_SYNTHETIC_NUM_EXAMPLES)
+    trainer = Trainer(
+        Experiment(config, info=synthetic_info(config)),
+        num_train_examples=_SYNTHETIC_NUM_EXAMPLES,
+    )
     exp = trainer.experiment
     batch = synthetic_batch(exp, batch_size)
     state = trainer.init_state()

@@ -80,12 +80,18 @@ def eval_step(
 class Experiment:
     """The model side of `config`, built once; shared by training, evaluation and prediction."""
 
-    def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh | None = None):
+    def __init__(
+        self, config: ml_collections.ConfigDict, mesh: Mesh | None = None,
+        info: data.DatasetInfo | None = None,
+    ):
         """Builds the task, mesh, dataset info, model, decoder and jitted eval step.
 
         Args:
           config: the experiment config.
           mesh: the device mesh; default from `config.mesh` over all devices.
+          info: the dataset's classes and image shape; default: read from the
+            dataset (a jaxvision dataset is prepared on first use). The
+            benchmark passes one, so that it runs without the data.
 
         Raises:
           UserError: an unknown task, dtype, model or dataset.
@@ -98,8 +104,10 @@ class Experiment:
             )
         self.config = config
         self.mesh = mesh or parallel.make_mesh(config.mesh.data, config.mesh.fsdp)
-        data.prepare(config.data.name, config.data.data_dir)  # Process 0 first.
-        self.info = data.dataset_info(config.data.name, config.data.data_dir)
+        if info is None:
+            data.prepare(config.data.name, config.data.data_dir)  # Process 0 first.
+            info = data.dataset_info(config.data.name, config.data.data_dir)
+        self.info = info
         model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
         self.model = models.get_model(
             config.model.name, num_classes=self.info.num_classes,
