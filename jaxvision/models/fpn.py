@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 from flax.typing import Dtype
 
+from jaxvision.ops import conv
+
 # Detectron2's `c2_xavier_fill`: uniform with variance 1 / fan_in, zero bias.
 fpn_init = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
 
@@ -36,23 +38,24 @@ class FPN(nn.Module):
         if self.p6_from not in ("c5", "p5"):
             raise ValueError(f"FPN.p6_from must be 'c5' or 'p5', not {self.p6_from!r}.")
 
-        def conv(kernel: int, strides: int, name: str) -> nn.Conv:
+        def level_conv(kernel: int, strides: int, name: str) -> nn.Conv:
             return nn.Conv(
                 self.features, (kernel, kernel), strides=strides, padding="SAME",
                 kernel_init=fpn_init, dtype=self.dtype, param_dtype=self.param_dtype,
+                conv_general_dilated=conv.conv_general_dilated,  # 1x1: a matmul on CPUs.
                 name=name,
             )
 
         p = {}
         top_down = None
         for level in (5, 4, 3):
-            x = conv(1, 1, f"lateral{level}")(c[f"c{level}"])  # [B, h_l, w_l, F]
+            x = level_conv(1, 1, f"lateral{level}")(c[f"c{level}"])  # [B, h_l, w_l, F]
             if top_down is not None:
                 # Nearest 2x upsampling, to the lateral's size (odd sizes too).
                 x = x + jax.image.resize(top_down, x.shape, "nearest")
             top_down = x
-            p[f"p{level}"] = conv(3, 1, f"output{level}")(x)  # [B, h_l, w_l, F]
-        p["p6"] = conv(3, 2, "p6")(c["c5"] if self.p6_from == "c5" else p["p5"])
-        p["p7"] = conv(3, 2, "p7")(nn.relu(p["p6"]))  # [B, h_7, w_7, F]
+            p[f"p{level}"] = level_conv(3, 1, f"output{level}")(x)  # [B, h_l, w_l, F]
+        p["p6"] = level_conv(3, 2, "p6")(c["c5"] if self.p6_from == "c5" else p["p5"])
+        p["p7"] = level_conv(3, 2, "p7")(nn.relu(p["p6"]))  # [B, h_7, w_7, F]
         return p
 

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax.typing import Dtype
 
 from jaxvision.errors import UserError
+from jaxvision.ops import conv
 
 ModuleDef = Any
 ones, zeros = nn.initializers.ones, nn.initializers.zeros
@@ -37,6 +38,7 @@ def torch_conv(
         strides=strides,
         padding=padding,
         use_bias=False,
+        conv_general_dilated=conv.conv_general_dilated,  # 1x1: a matmul on CPUs.
         **kwargs,
     )
 
