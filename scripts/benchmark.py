@@ -5,10 +5,14 @@
       --batch_size 32 --image_size 128 --steps 5 --warmup 2 --reference
   python scripts/benchmark.py --config configs/digits_cnn.py --input
   python scripts/benchmark.py --config configs/digit_detection_fcos.py --reference
+  python scripts/benchmark.py --suite cpu   # The standard set, next to torchvision.
 
 Train and eval steps run on synthetic data of the config's shapes (no dataset
 needed); `--input` times the real loader alone. The JSON is the last line of
-stdout, or goes to `--json PATH`. See docs/performance.md for measured figures.
+stdout, or goes to `--json PATH`. `--suite cpu|gpu` instead runs the standard
+set (`jaxvision/benchmark_suite.py`), each model also in torchvision where the
+`.[peers]` extra is installed, and prints one markdown table (`--json`: all
+results). See docs/performance.md for measured figures.
 """
 
 import json
@@ -16,7 +20,7 @@ import json
 from absl import flags
 from ml_collections import config_flags
 
-from jaxvision import benchmark, cli
+from jaxvision import benchmark, benchmark_suite, cli
 from jaxvision.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", help_string="Config file[:arg].")
@@ -37,36 +41,52 @@ _REFERENCE = flags.DEFINE_boolean(
 )
 _DEVICE = flags.DEFINE_enum("device", None, ["cpu", "gpu"], "Platform; default: JAX's choice.")
 _JSON = flags.DEFINE_string("json", None, "Write the JSON here instead of stdout.")
-flags.mark_flags_as_required(["config"])
+_SUITE = flags.DEFINE_enum("suite", None, list(benchmark_suite.SUITES), "Run a standard set.")
+_PEERS = flags.DEFINE_boolean(
+    "peers", None, "With --suite: also time torchvision (default: if it is installed)."
+)
+
+
+def _write_json(result):
+    try:
+        with open(_JSON.value, "w") as f:
+            json.dump(result, f, indent=1)
+    except OSError as e:
+        raise UserError(f"Cannot write --json {_JSON.value!r} ({e.strerror}).") from e
+
+
+_TIMEOUT = flags.DEFINE_float("timeout", 900, "With --suite: seconds one measurement may take.")
+
+
+def run_suite():
+    results = benchmark_suite.run_suite(
+        _SUITE.value, peers=_PEERS.value, timeout=_TIMEOUT.value, json_path=_JSON.value
+    )
+    print(benchmark_suite.describe(results))
+    print(benchmark_suite.format_table(results))
 
 
 def main(argv):
     del argv  # cli.run refuses stray arguments.
+    if _SUITE.value:
+        return run_suite()  # Each run is its own process, with its own device.
+    if _CONFIG.value is None:
+        raise UserError("Pass --config FILE (one config) or --suite cpu|gpu (the standard set).")
     benchmark.select_platform(_DEVICE.value)  # Before anything touches a device.
     modes = [m for m, on in (("train", _TRAIN), ("eval", _EVAL), ("input", _INPUT)) if on.value]
     if len(modes) > 1:
         raise UserError(f"Pick one of --train, --eval, --input, not {len(modes)}.")
-    config = _CONFIG.value
-    with config.unlocked():
-        if _BATCH_SIZE.value is not None:
-            config.batch_size = config.eval_batch_size = _BATCH_SIZE.value
-        if _DTYPE.value is not None:
-            config.dtype = _DTYPE.value
-        if _IMAGE_SIZE.value is not None and config.task == "detection":
-            config.data.image_size = _IMAGE_SIZE.value  # The canvas side.
-        elif _IMAGE_SIZE.value is not None:
-            config.augment.crop_size = config.data.resize_size = _IMAGE_SIZE.value
+    config = benchmark.override(
+        _CONFIG.value, batch_size=_BATCH_SIZE.value, dtype=_DTYPE.value,
+        image_size=_IMAGE_SIZE.value,
+    )
     result = benchmark.run_benchmark(
         config, mode=(modes or ["train"])[0], steps=_STEPS.value, warmup=_WARMUP.value,
         reference=_REFERENCE.value,
     )
     print(benchmark.format_table(result))
     if _JSON.value:
-        try:
-            with open(_JSON.value, "w") as f:
-                json.dump(result, f, indent=1)
-        except OSError as e:
-            raise UserError(f"Cannot write --json {_JSON.value!r} ({e.strerror}).") from e
+        _write_json(result)
     else:
         print(json.dumps(result))
 
