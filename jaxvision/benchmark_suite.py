@@ -126,7 +126,8 @@ def commands(entry: Entry, device: str, peers: bool) -> dict[str, list[str]]:
       peers: include the torchvision peer's two runs.
     """
     script = os.path.join(ROOT, "scripts", "benchmark.py")
-    runs = {"jaxvision": [script, *_flags(entry), f"--{entry.mode}", f"--device={device}"]}
+    runs = {"jaxvision": [script, *_flags(entry), f"--{entry.mode}", f"--device={device}",
+                          "--compilation_cache_dir="]}  # Compile cold, as torch.compile does.
     if peers:
         peer = os.path.join(ROOT, "benchmarks", _PEER_SCRIPTS[entry.task])
         torch_device = "cuda" if device == "gpu" else "cpu"
@@ -138,13 +139,18 @@ def commands(entry: Entry, device: str, peers: bool) -> dict[str, list[str]]:
 
 
 def _run(argv: list[str], timeout: float) -> dict[str, Any]:
-    """Runs one measurement script in a fresh Python; its JSON, or {"error": why}."""
+    """Runs one measurement script in a fresh Python; its JSON, or {"error": why}.
+
+    Compilation caches are off on both sides (jaxvision's persistent cache by
+    `commands`, torch inductor's here), so compile times are cold ones.
+    """
+    env = {**os.environ, "TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1"}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "result.json")
         try:
             proc = subprocess.run(
                 [sys.executable, *argv, f"--json={path}"], check=False, capture_output=True,
-                text=True, timeout=timeout, cwd=ROOT,
+                text=True, timeout=timeout, cwd=ROOT, env=env,
             )
         except subprocess.TimeoutExpired:
             return {"error": f"timeout after {timeout:.0f} s"}
