@@ -46,9 +46,19 @@ def train(config: str, workdir: str, platform: str, timeout: float) -> dict:
         return {"error": f"timeout after {timeout:.0f} s"}
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines() or ["no output"]
-        return {"error": lines[-1][:200]}
+        return {"error": failure(proc.stderr, platform)}
     return {"wall_s": seconds, **last_eval(workdir)}
+
+
+def failure(stderr: str, platform: str) -> str:
+    """Why a run failed, in one line: the script's own `error:` line, or the traceback's end."""
+    lines = stderr.strip().splitlines() or ["no output"]
+    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    if errors:
+        return errors[-1][:200]
+    if "Unable to initialize backend" in stderr or "_default_backend is not None" in stderr:
+        return f"JAX has no {platform} backend on this machine"
+    return lines[-1][:200]
 
 
 def table(config: str, results: dict[str, dict]) -> str:
