@@ -194,8 +194,7 @@ def _check(config: ml_collections.ConfigDict, task: str, mode: str, steps: int, 
         )
     if mode not in ("train", "eval"):
         raise UserError(f"Unknown mode {mode!r}; use 'train' or 'eval'.")
-    if steps < 1 or warmup < 0:
-        raise UserError(f"--steps={steps} must be >= 1 and --warmup={warmup} >= 0.")
+    benchmark.check_steps(steps, warmup)
 
 
 def _train_step(work: Workload, model: nn.Module, setup: Setup) -> Callable[[], None]:
@@ -400,11 +399,7 @@ def _main(workload: Callable[[Setup], Workload], task: str):
     if "error" not in result:
         print(summary(result))
     if FLAGS.json:
-        try:
-            with open(FLAGS.json, "w") as f:
-                json.dump(result, f, indent=1)
-        except OSError as e:
-            raise UserError(f"Cannot write --json {FLAGS.json!r} ({e.strerror}).") from e
+        benchmark.write_json(result, FLAGS.json)
     else:
         print(json.dumps(result), flush=True)
     if "error" in result:

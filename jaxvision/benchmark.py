@@ -14,6 +14,7 @@ alternately, so drift in the machine's speed hits both alike.
 """
 
 import functools
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -65,6 +66,25 @@ def select_platform(device: str | None):
             "GPU machine install jax's CUDA wheels (pip install -e '.[cuda12]'), or use "
             "--device cpu."
         ) from e
+
+
+def check_steps(steps: int, warmup: int):
+    """Raises `UserError` unless `steps >= 1` and `warmup >= 0` (the `--steps`, `--warmup` flags)."""
+    if steps < 1 or warmup < 0:
+        raise UserError(f"--steps={steps} must be >= 1 and --warmup={warmup} >= 0.")
+
+
+def write_json(result: dict[str, Any], path: str):
+    """Writes `result` to `path` as indented JSON (the `--json` flag).
+
+    Raises:
+      UserError: the file cannot be written.
+    """
+    try:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=1)
+    except OSError as e:
+        raise UserError(f"Cannot write --json {path!r} ({e.strerror}).") from e
 
 
 def override(
@@ -216,8 +236,7 @@ def run_benchmark(
     """
     if mode not in MODES:
         raise UserError(f"Unknown benchmark mode {mode!r}; use one of {MODES}.")
-    if steps < 1 or warmup < 0:
-        raise UserError(f"--steps={steps} must be >= 1 and --warmup={warmup} >= 0.")
+    check_steps(steps, warmup)
     if reference and mode != "train":
         raise UserError("--reference compares train steps; drop it or use --train.")
     batch_size = config.eval_batch_size if mode == "eval" else config.batch_size

@@ -25,6 +25,7 @@ from typing import Any
 
 from absl import logging
 
+from jaxvision import benchmark
 from jaxvision.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # The checkout.
@@ -200,16 +201,8 @@ def run_suite(
             row[column] = _run(argv, timeout)
         results["rows"].append(row)
         if json_path:
-            _write_json(results, json_path)
+            benchmark.write_json(results, json_path)
     return results
-
-
-def _write_json(results: dict[str, Any], path: str):
-    try:
-        with open(path, "w") as f:
-            json.dump(results, f, indent=1)
-    except OSError as e:
-        raise UserError(f"Cannot write {path!r} ({e.strerror}).") from e
 
 
 def _rate(result: dict[str, Any] | None) -> str:

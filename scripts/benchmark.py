@@ -45,16 +45,6 @@ _SUITE = flags.DEFINE_enum("suite", None, list(benchmark_suite.SUITES), "Run a s
 _PEERS = flags.DEFINE_boolean(
     "peers", None, "With --suite: also time torchvision (default: if it is installed)."
 )
-
-
-def _write_json(result):
-    try:
-        with open(_JSON.value, "w") as f:
-            json.dump(result, f, indent=1)
-    except OSError as e:
-        raise UserError(f"Cannot write --json {_JSON.value!r} ({e.strerror}).") from e
-
-
 _TIMEOUT = flags.DEFINE_float("timeout", 900, "With --suite: seconds one measurement may take.")
 
 
@@ -86,7 +76,7 @@ def main(argv):
     )
     print(benchmark.format_table(result))
     if _JSON.value:
-        _write_json(result)
+        benchmark.write_json(result, _JSON.value)
     else:
         print(json.dumps(result))
 
