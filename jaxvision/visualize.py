@@ -46,8 +46,31 @@ def list_images(path: str) -> list[str]:
     return [os.path.join(path, name) for name in names]
 
 
+def _to_8_bit(img: Image.Image) -> Image.Image:
+    """An integer ("I", "I;16...") or float ("F") PIL image -> mode "L"; others unchanged.
+
+    PIL's own `convert("L")` clips such values at 255 instead of scaling them.
+    """
+    if img.mode == "F":  # Float: [0, 1] is black to white.
+        values = np.asarray(img, np.float64) * 255.0  # [H, W]
+    elif img.mode == "I" or img.mode.startswith("I;16"):  # Integer: [0, 65535] is black to white.
+        values = np.asarray(img, np.float64) * (255.0 / 65535.0)  # [H, W]
+    else:
+        return img
+    values = np.nan_to_num(np.rint(values), nan=0.0)  # NaN is black; +-inf is clipped next.
+    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))  # [H, W], mode "L"
+
+
 def load_image(path: str, channels: int) -> np.ndarray:
     """Reads an image file, applying its EXIF orientation.
+
+    8-bit images are converted by PIL (`convert("L")` or `convert("RGB")`).
+    Single-channel images with wider pixels are scaled to uint8: integers
+    (16-bit, or PIL's 32-bit mode "I", which is how it reads 16-bit PGMs) as
+    `round(value * 255 / 65535)`, floats (such as float TIFFs) as
+    `round(value * 255)`; values outside [0, 65535] or [0, 1] are clipped and
+    float NaNs read as 0. PIL itself reads 16-bit RGB(A) and gray+alpha PNGs as
+    8-bit, keeping the high byte of each value (`value // 256`).
 
     Args:
         path: Image file (any format PIL reads; the first frame of an animation).
@@ -61,7 +84,7 @@ def load_image(path: str, channels: int) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()  # Decode everything now, so a truncated file fails here.
-            img = ImageOps.exif_transpose(img).convert("L" if channels == 1 else "RGB")
+            img = _to_8_bit(ImageOps.exif_transpose(img)).convert("L" if channels == 1 else "RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise UserError(
             f"Cannot read image {path!r} ({e}); check that it is a valid image file."

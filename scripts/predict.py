@@ -8,7 +8,10 @@ Each image goes through the same host resize as the dataset (`data.letterbox`:
 longer side to config.data.image_size), the detector and its post-processing; boxes are drawn
 on the original image with class names and scores. `--json` writes every
 detection (score >= config.detect.score_threshold) in COCO results format,
-in original pixels, with image ids numbering the inputs and their file names.
+in original pixels, with image ids numbering the inputs (a folder's in sorted
+order) and their file names. In a folder, an image that cannot be read is skipped
+with a warning, leaving its image id unused; if none can be read, the script fails
+without writing `--json`. A single `--image` that cannot be read is an error.
 """
 
 import functools
@@ -41,9 +44,16 @@ def main(argv):
     exp, variables, step = experiment.restore(config, _WORKDIR.value)
     predict = jax.jit(functools.partial(detection.predict, model=exp.model, config=config))
     channels = exp.input_shape[-1]
-    results = []
+    results, skipped = [], []
     for image_id, path in enumerate(paths):
-        image = visualize.load_image(path, channels)  # [H, W, C]
+        try:
+            image = visualize.load_image(path, channels)  # [H, W, C]
+        except UserError as e:
+            if not folder:
+                raise
+            logging.warning("Skipping an image. %s", e)
+            skipped.append(os.path.basename(path))
+            continue
         canvas, scale = data.letterbox(image, config.data.image_size)  # [S, S, C], [2]
         dets = jax.device_get(predict(variables, canvas[None]))  # batch of 1
         valid = dets["valid"][0]
@@ -58,10 +68,16 @@ def main(argv):
         logging.info("%s: %d detections (%d drawn) -> %s", path, len(scores), shown.sum(), out)
         for result in coco.detections([coco.ImageDetections(image_id, boxes, scores, labels)]):
             results.append({**result, "file_name": os.path.basename(path)})
+    if skipped:
+        logging.warning("Skipped %d of %d images that could not be read: %s",
+                        len(skipped), len(paths), ", ".join(skipped))
+    if len(skipped) == len(paths):
+        raise UserError(f"No image in folder {_IMAGE.value!r} could be read (see the warnings "
+                        "above); pass a folder of valid image files.")
     if _JSON.value:
         coco.write_json(_JSON.value, results)
         logging.info("Wrote %d detections to %s", len(results), _JSON.value)
-    logging.info("Checkpoint step %d; %d images.", step, len(paths))
+    logging.info("Checkpoint step %d; %d images.", step, len(paths) - len(skipped))
 
 
 if __name__ == "__main__":

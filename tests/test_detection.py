@@ -103,28 +103,44 @@ def test_training_logs_coco_metrics_and_eval_reproduces_them(fcos_run):
     assert coco.evaluate(gt, dets)["AP"] == pytest.approx(metrics["AP"], abs=1e-9)
 
 
-def test_predict_draws_boxes_where_the_detections_are(fcos_run, tmp_path):
-    config, workdir = fcos_run  # Trained with SGD; predict's smoke config says AdamW:
-    # only the model variables are restored, so the optimizer does not matter.
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    rng = np.random.default_rng(0)
-    sizes = {"a.png": (90, 60), "b.png": (40, 120)}  # (height, width)
-    for file_name, (h, w) in sizes.items():
-        Image.fromarray(rng.integers(0, 40, (h, w), dtype=np.uint8)).save(inputs / file_name)
-    out_dir, json_path = tmp_path / "out", tmp_path / "dets.json"
+def _predict(config, workdir, image, out, *extra):
+    """Runs scripts/predict.py on the FCOS smoke run: the finished process."""
     command = [
         sys.executable, "scripts/predict.py", "--config", "configs/digit_detection_fcos.py:smoke",
-        "--workdir", workdir, "--image", str(inputs), "--out", str(out_dir),
-        "--json", str(json_path), "--draw_threshold", "0",
+        "--workdir", workdir, "--image", str(image), "--out", str(out), *extra,
         f"--config.data.data_dir={config.data.data_dir}", "--config.detect.score_threshold=0",
         "--config.detect.max_detections=1", "--compilation_cache_dir=",
         "--config.data.train_split=no_such_split",  # Prediction never reads it.
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+
+
+SIZES = {"a.png": (90, 60), "c.png": (40, 120)}  # (height, width) of the readable inputs.
+
+
+@pytest.fixture(scope="module")
+def predicted_folder(fcos_run, tmp_path_factory):
+    """predict.py on a folder of SIZES and an unreadable b.png: (inputs, out_dir, dets, result)."""
+    config, workdir = fcos_run  # Trained with SGD; predict's smoke config says AdamW:
+    # only the model variables are restored, so the optimizer does not matter.
+    tmp_path = tmp_path_factory.mktemp("predict")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    for file_name, (h, w) in SIZES.items():
+        Image.fromarray(rng.integers(0, 40, (h, w), dtype=np.uint8)).save(inputs / file_name)
+    (inputs / "b.png").write_bytes(b"not an image")
+    out_dir, json_path = tmp_path / "out", tmp_path / "dets.json"
+    result = _predict(
+        config, workdir, inputs, out_dir, "--json", str(json_path), "--draw_threshold", "0"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    dets = json.loads(json_path.read_text())
-    assert sorted(d["file_name"] for d in dets) == sorted(sizes)  # One per image.
+    return inputs, out_dir, json.loads(json_path.read_text()), result
+
+
+def test_predict_draws_boxes_where_the_detections_are(predicted_folder):
+    inputs, out_dir, dets, _ = predicted_folder
+    assert sorted(d["file_name"] for d in dets) == sorted(SIZES)  # One per image.
     for det in dets:
         original = visualize.load_image(str(inputs / det["file_name"]), 3)
         drawn = visualize.load_image(str(out_dir / det["file_name"]), 3)
@@ -141,3 +157,27 @@ def test_predict_draws_boxes_where_the_detections_are(fcos_run, tmp_path):
         # top edge, above it, or inside it from the top when there is no room.
         rows = np.flatnonzero(changed.any(axis=1))
         assert rows.min() >= y0 - 24 and rows.max() <= max(y1, y0 + 24)
+
+
+def test_predict_skips_an_unreadable_image_in_a_folder(predicted_folder):
+    inputs, out_dir, dets, result = predicted_folder
+    bad = str(inputs / "b.png")
+    assert f"Skipping an image. Cannot read image {bad!r}" in result.stderr
+    assert "Skipped 1 of 3 images that could not be read: b.png" in result.stderr
+    # The image ids number the inputs as listed: the skipped b.png leaves a gap.
+    assert {(d["image_id"], d["file_name"]) for d in dets} == {(0, "a.png"), (2, "c.png")}
+    assert sorted(os.listdir(out_dir)) == sorted(SIZES)
+
+
+def test_predict_fails_when_no_image_can_be_read(fcos_run, tmp_path):
+    config, workdir = fcos_run
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a.png").write_bytes(b"not an image")
+    json_path = tmp_path / "dets.json"
+    for image in [inputs, inputs / "a.png"]:  # A folder, and a single file.
+        result = _predict(config, workdir, image, tmp_path / "out.png", "--json", str(json_path))
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+        assert str(image) in result.stderr.strip().splitlines()[-1]
+        assert not json_path.exists()

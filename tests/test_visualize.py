@@ -1,6 +1,8 @@
 """Tests for jaxvision.visualize: listing, loading, drawing and saving images."""
 
 import os
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -138,6 +140,59 @@ def test_load_image_applies_exif_orientation(tmp_path):
     exif[0x0112] = 6  # Orientation: rotate 90 degrees to display.
     image.save(tmp_path / "rotated.jpg", exif=exif)
     assert visualize.load_image(str(tmp_path / "rotated.jpg"), 3).shape == (6, 2, 3)
+
+
+# 16-bit values around the rounding points of value * 255 / 65535 (= value / 257).
+WIDE = np.array([[0, 128, 129, 257], [32767, 32768, 65407, 65535]], np.uint16)  # [2, 4]
+WIDE_AS_8_BIT = np.array([[0, 0, 1, 1], [127, 128, 255, 255]], np.uint8)  # By hand.
+
+
+def _check_gray(path, expected):
+    """`path` loads as `expected` [H, W] with 1 and with 3 channels."""
+    np.testing.assert_array_equal(visualize.load_image(path, 1), expected[:, :, None])
+    np.testing.assert_array_equal(
+        visualize.load_image(path, 3), np.repeat(expected[:, :, None], 3, axis=2)
+    )
+
+
+def test_load_image_scales_16_bit_grayscale(tmp_path):
+    png = str(tmp_path / "wide.png")
+    Image.fromarray(WIDE).save(png)
+    assert Image.open(png).mode == "I;16"
+    _check_gray(png, WIDE_AS_8_BIT)
+    pgm = str(tmp_path / "wide.pgm")  # PIL reads 16-bit PGMs as 32-bit mode "I".
+    _touch(pgm, b"P5 4 2 65535\n" + WIDE.astype(">u2").tobytes())
+    assert Image.open(pgm).mode == "I"
+    _check_gray(pgm, WIDE_AS_8_BIT)
+
+
+def test_load_image_scales_float_from_0_1_and_clips(tmp_path):
+    values = np.array([[-0.5, 0.0, 0.2, 0.75], [1.0, 2.0, np.nan, np.inf]], np.float32)  # [2, 4]
+    path = str(tmp_path / "float.tif")
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode == "F"
+    _check_gray(path, np.array([[0, 0, 51, 191], [255, 255, 0, 255]], np.uint8))  # By hand.
+
+
+def _png_16_bit_rgb(path, rgb):
+    """Writes uint16 [H, W, 3] `rgb` as a 16-bit PNG, which PIL cannot write."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width, _ = rgb.shape
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in rgb)  # Filter 0 per row.
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # 16 bits, RGB.
+    _touch(path, b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_load_image_16_bit_rgb_within_1_of_scaled(tmp_path):
+    rgb = np.stack([WIDE, WIDE[::-1], WIDE[:, ::-1]], axis=-1)  # [2, 4, 3]
+    path = str(tmp_path / "wide_rgb.png")
+    _png_16_bit_rgb(path, rgb)
+    image = visualize.load_image(path, 3)
+    scaled = np.rint(rgb / 257.0)  # [2, 4, 3] PIL keeps each high byte: within 1 of it.
+    assert image.dtype == np.uint8 and np.abs(image - scaled).max() <= 1
 
 
 def test_load_image_bad_files_raise(tmp_path):
