@@ -1,10 +1,11 @@
 """What two or more configs share, so that each config file holds only its own recipe.
 
 Blocks every config uses: `base` (seed, task, dtype, mesh, step count,
-checkpoints kept, profiling), `tfds_data`, `adamw` / `sgd`, `smoke` and
-`parse_variant`. Detection: `detect` (post-processing) and the two training
-recipes that an FCOS and a RetinaNet config share, `digit_detection` and
-`coco_1x`; the detector config then adds its own head settings.
+checkpoints kept, profiling), `tfds_data`, `adamw` / `sgd` (each holds the
+fields of both optimizers and every schedule), `smoke` and `parse_variant`.
+Detection: `detect` (post-processing) and the two training recipes that an
+FCOS and a RetinaNet config share, `digit_detection` and `coco_1x`; the
+detector config then adds its own head settings.
 
 A value that only one config uses stays in that config, with its reason.
 """
@@ -88,6 +89,38 @@ def tfds_data(
     })
 
 
+def _optimizer(
+    name: str, *, learning_rate: float, weight_decay: float, warmup_epochs: float, **recipe
+) -> ml_collections.ConfigDict:
+    """`config.optimizer` holding the fields of every optimizer and schedule.
+
+    `jaxvision.optim` reads those of the optimizer and schedule named, so any
+    config runs with `--config.optimizer.name=sgd` or `adamw` (and
+    `--config.optimizer.schedule=...`); retune `learning_rate` and
+    `weight_decay` when switching, as their good values differ.
+
+    Args:
+      name: "sgd" or "adamw".
+      learning_rate: the peak rate, reached after the warmup.
+      weight_decay: on kernels only; SGD adds it to the gradient (L2), AdamW decouples it.
+      warmup_epochs: linear warmup from 0.
+      **recipe: other fields to set.
+    """
+    optimizer = ml_collections.ConfigDict({
+        "name": name, "learning_rate": learning_rate, "weight_decay": weight_decay,
+        "momentum": 0.9,  # sgd only; 0: none.
+        "nesterov": False,  # sgd only.
+        "b1": 0.9, "b2": 0.999,  # adamw only: decay rates of the gradient's moment estimates.
+        "grad_clip_norm": 0.0,  # Clip the gradient's global norm to this; 0: no clipping.
+        "schedule": "cosine",  # After the warmup: "constant", "cosine" or "step".
+        "warmup_epochs": warmup_epochs,
+        "decay_epochs": (),  # step only: multiply the rate by decay_factor at these epochs...
+        "decay_factor": 0.1,  # ...counted from the start of training.
+    })
+    optimizer.update(recipe)
+    return optimizer
+
+
 def adamw(
     *, learning_rate: float, weight_decay: float, warmup_epochs: float,
     grad_clip_norm: float = 0.0,
@@ -96,31 +129,26 @@ def adamw(
 
     Weight decay applies to kernels only; `grad_clip_norm` 0 means no clipping.
     """
-    return ml_collections.ConfigDict({
-        "name": "adamw", "learning_rate": learning_rate, "b1": 0.9, "b2": 0.999,
-        "weight_decay": weight_decay, "grad_clip_norm": grad_clip_norm,
-        "schedule": "cosine", "warmup_epochs": warmup_epochs,
-    })
+    return _optimizer(
+        "adamw", learning_rate=learning_rate, weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs, grad_clip_norm=grad_clip_norm,
+    )
 
 
 def sgd(
     *, learning_rate: float, weight_decay: float, warmup_epochs: float,
-    nesterov: bool = False, decay_epochs: tuple[float, ...] | None = None,
+    nesterov: bool = False, decay_epochs: tuple[float, ...] = (),
 ) -> ml_collections.ConfigDict:
     """`config.optimizer`: SGD with momentum 0.9 and linear warmup, no clipping.
 
     After the warmup the rate follows a cosine decay, or, when `decay_epochs`
     is given, is divided by 10 at each of those epochs (the "step" schedule).
     """
-    optimizer = ml_collections.ConfigDict({
-        "name": "sgd", "learning_rate": learning_rate, "momentum": 0.9, "nesterov": nesterov,
-        "weight_decay": weight_decay, "grad_clip_norm": 0.0,
-        "schedule": "cosine" if decay_epochs is None else "step",
-        "warmup_epochs": warmup_epochs,
-    })
-    if decay_epochs is not None:
-        optimizer.update(decay_epochs=decay_epochs, decay_factor=0.1)
-    return optimizer
+    return _optimizer(
+        "sgd", learning_rate=learning_rate, weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs, nesterov=nesterov, decay_epochs=decay_epochs,
+        schedule="step" if decay_epochs else "cosine",
+    )
 
 
 def smoke(

@@ -1,7 +1,9 @@
 """Config -> optax chain: learning-rate schedule, optimizer, weight decay, clipping.
 
 All hyperparameters come from `config.optimizer`; nothing is hard-coded here.
-Schedules are given in epochs in the config and turned into steps here.
+Schedules are given in epochs in the config and turned into steps here. Each
+optimizer and schedule reads only its own fields, and a missing one is a
+`UserError` naming it (configs/common.py's blocks hold every field).
 """
 
 import jax
@@ -10,11 +12,24 @@ import optax
 
 from jaxvision.errors import UserError
 
+OPTIMIZERS = ("sgd", "adamw")  # The values of config.optimizer.name.
+
+
+def _require(opt: ml_collections.ConfigDict, reader: str, *fields: str) -> None:
+    """Raises a UserError naming the first of `fields` that `opt` lacks and `reader` needs."""
+    for field in fields:
+        if field not in opt:
+            raise UserError(
+                f"config.optimizer has no field {field!r}, which {reader} needs; add it to "
+                "your config (configs/common.py's sgd() and adamw() blocks hold every field)."
+            )
+
 
 def make_schedule(
     opt: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int
 ) -> optax.Schedule:
     """Warmup then `constant`, `cosine` or `step` decay, as named by `opt.schedule`."""
+    _require(opt, "every schedule", "schedule", "learning_rate", "warmup_epochs")
     warmup_steps = int(opt.warmup_epochs * steps_per_epoch)
     peak = opt.learning_rate
     if opt.schedule == "constant":
@@ -22,6 +37,12 @@ def make_schedule(
     elif opt.schedule == "cosine":
         decay = optax.cosine_decay_schedule(peak, max(total_steps - warmup_steps, 1))
     elif opt.schedule == "step":
+        _require(opt, "schedule 'step'", "decay_epochs", "decay_factor")
+        if not opt.decay_epochs:
+            raise UserError(
+                "config.optimizer.decay_epochs is empty, so schedule 'step' would never decay; "
+                "set it (e.g. --config.optimizer.decay_epochs='(30, 60)') or use 'constant'."
+            )
         # Multiply by `decay_factor` at each epoch in `decay_epochs` (counted
         # from the start of training, as in the papers' recipes).
         boundaries = {
@@ -48,12 +69,14 @@ def decay_mask(params):
 def make_optimizer(
     opt: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Builds the optax chain named by `opt.name` ('sgd' or 'adamw')."""
+    """Builds the optax chain named by `opt.name` (one of `OPTIMIZERS`)."""
+    _require(opt, "every optimizer", "name", "weight_decay")
     schedule = make_schedule(opt, steps_per_epoch, total_steps)
     parts = []
     if opt.get("grad_clip_norm"):
         parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
     if opt.name == "sgd":
+        _require(opt, "optimizer 'sgd'", "momentum", "nesterov")
         # L2-style decay added to the gradient before momentum, as in PyTorch SGD.
         if opt.weight_decay:
             parts.append(optax.add_decayed_weights(opt.weight_decay, mask=decay_mask))
@@ -61,6 +84,7 @@ def make_optimizer(
             optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov)
         )
     elif opt.name == "adamw":
+        _require(opt, "optimizer 'adamw'", "b1", "b2")
         parts.append(
             optax.adamw(
                 schedule,
@@ -72,6 +96,7 @@ def make_optimizer(
         )
     else:
         raise UserError(
-            f"Unknown config.optimizer.name {opt.name!r}; use 'sgd' or 'adamw'."
+            f"Unknown config.optimizer.name {opt.name!r}; use "
+            f"{' or '.join(repr(name) for name in OPTIMIZERS)}."
         )
     return optax.chain(*parts), schedule

@@ -74,3 +74,45 @@ def test_sgd_nesterov_matches_optax():
 def test_unknown_names_are_user_errors(field, value):
     with pytest.raises(UserError, match=field):
         optim.make_optimizer(_opt(**{field: value}), 1, 1)
+
+
+# (what reads the field, the config that names it, the field).
+READERS = [
+    ("optimizer 'sgd'", {"name": "sgd"}, "momentum"),
+    ("optimizer 'sgd'", {"name": "sgd"}, "nesterov"),
+    ("optimizer 'adamw'", {"name": "adamw"}, "b1"),
+    ("optimizer 'adamw'", {"name": "adamw"}, "b2"),
+    ("every optimizer", {"name": "adamw"}, "weight_decay"),
+    ("every schedule", {"schedule": "constant"}, "learning_rate"),
+    ("every schedule", {"schedule": "cosine"}, "warmup_epochs"),
+    ("schedule 'step'", {"schedule": "step", "decay_epochs": (1,)}, "decay_epochs"),
+    ("schedule 'step'", {"schedule": "step", "decay_epochs": (1,)}, "decay_factor"),
+]
+
+
+@pytest.mark.parametrize("reader,fields,missing", READERS)
+def test_missing_field_is_a_user_error_naming_it(reader, fields, missing):
+    opt = _opt(**fields)
+    del opt[missing]
+    with pytest.raises(UserError) as info:
+        optim.make_optimizer(opt, 1, 1)
+    assert str(info.value).startswith(
+        f"config.optimizer has no field {missing!r}, which {reader} needs; add it to your config"
+    )
+
+
+def test_each_optimizer_and_schedule_reads_only_its_own_fields():
+    for name, others in [("sgd", ("b1", "b2")), ("adamw", ("momentum", "nesterov"))]:
+        opt = _opt(name=name)  # Constant schedule.
+        for field in (*others, "decay_epochs", "decay_factor"):
+            del opt[field]
+        tx, _ = optim.make_optimizer(opt, 1, 1)
+        params = {"w": jnp.ones(2)}
+        updates, _ = tx.update(params, tx.init(params), params)
+        # lr 1, grads 1: SGD's -lr * grad, or AdamW's first step -lr * sign(grad).
+        np.testing.assert_allclose(updates["w"], -1.0, rtol=1e-4)  # float32 bias correction.
+
+
+def test_step_schedule_without_decay_epochs_is_a_user_error():
+    with pytest.raises(UserError, match="decay_epochs is empty"):
+        optim.make_schedule(_opt(schedule="step", decay_epochs=()), 1, 1)
