@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import textwrap
 from typing import Any
 
 from absl import logging
@@ -157,7 +158,7 @@ def _run(argv: list[str], timeout: float) -> dict[str, Any]:
             return {"error": f"timeout after {timeout:.0f} s"}
         if proc.returncode != 0 or not os.path.isfile(path):
             lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
-            return {"error": lines[-1].removeprefix("error: ")[:200]}
+            return {"error": textwrap.shorten(lines[-1].removeprefix("error: "), 200)}
         with open(path) as f:
             return json.load(f)
 

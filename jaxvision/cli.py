@@ -2,18 +2,22 @@
 
 Bad input (a missing config file, an override of a config key that does not
 exist, any `UserError` raised by the library) ends the script with one line
-on stderr, no traceback and exit status 1.
+on stderr, no traceback and exit status 1. A training run stopped by SIGTERM or
+SIGINT after saving its checkpoint exits with 128 + the signal (143, 130);
+Ctrl-C elsewhere exits with 130 and no traceback. `--help` exits with 0.
 """
 
 import logging as py_logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 
 import jax
+import tqdm
 from absl import app, flags, logging
 
-from jaxvision import parallel
+from jaxvision import parallel, preemption
 from jaxvision.errors import UserError
 
 # Multi-process runs (one process per host). Under SLURM or Open MPI leave them
@@ -33,9 +37,14 @@ _TIMEOUT = flags.DEFINE_integer(
 )
 
 
-def _fail(message: str):
+_HELP_FLAGS = ("-?", "-h", "--help", "--helpshort", "--helpfull", "--helpxml")
+
+
+def _fail(message: str, exit_code: int = 1):
+    for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+        bar.close()  # Ends the progress bar's line, so the error starts on its own.
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(1)
+    sys.exit(exit_code)
 
 
 def _config_path(argv: list[str]) -> str | None:
@@ -76,6 +85,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
         _put_config_package_on_path(path)
     try:
         return flags.FLAGS(argv)
+    except SystemExit:  # absl exits with 1 after printing the help it was asked for.
+        if any(arg.split("=")[0] in _HELP_FLAGS for arg in argv[1:]):
+            sys.exit(0)
+        raise
     except AttributeError as e:  # ml_collections: override of an unknown key.
         # The KeyError inside reads "'key'" or "'key'\nDid you mean "other"?".
         cause = e.args[0] if e.args and isinstance(e.args[0], KeyError) else e
@@ -93,13 +106,21 @@ def _parse_flags(argv: list[str]) -> list[str]:
         _fail(f"Config file {path!r}: {e}; {fix}.")
 
 
-class _OnlyOurInfo(py_logging.Filter):
-    """Passes INFO lines from jaxvision and the running script only (Orbax is chatty).
+class _ConsoleFilter(py_logging.Filter):
+    """What reaches the console: INFO lines from jaxvision and the running script
+    (Orbax is chatty), and warnings from everywhere.
 
-    Warnings pass from everywhere.
+    Orbax's own error reports (tracebacks from its save threads) are left out:
+    the checkpointer turns the failure into one `error:` line. `--verbosity=1`
+    shows them.
     """
 
     def filter(self, record: py_logging.LogRecord) -> bool:
+        if logging.get_verbosity() < 1 and (
+            f"{os.sep}orbax{os.sep}" in record.pathname
+            or (record.name == "asyncio" and f"{os.sep}orbax{os.sep}" in record.getMessage())
+        ):
+            return record.levelno == py_logging.WARNING
         return (
             record.levelno >= py_logging.WARNING
             or f"{os.sep}jaxvision{os.sep}" in record.pathname
@@ -107,11 +128,29 @@ class _OnlyOurInfo(py_logging.Filter):
         )
 
 
+def _quiet_unraisable(unraisable):
+    """Drops the leftovers of a failed Orbax save; other unraisable errors print as usual.
+
+    After a save fails, TensorStore still calls back into the event loop Orbax
+    has closed, and Orbax's unfinished coroutines are collected at exit. Python
+    reports both as errors it could not raise, with tracebacks that change
+    nothing: the failure itself is the run's one `error:` line.
+    """
+    code = getattr(unraisable.object, "cr_code", None)
+    if (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed") or (
+            code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def run(main: Callable[[list[str]], None]):
     """`absl.app.run(main)` that turns `UserError` into a one-line error."""
 
     def guarded_main(argv):
-        logging.get_absl_handler().addFilter(_OnlyOurInfo())
+        logging.get_absl_handler().addFilter(_ConsoleFilter())
+        if logging.get_verbosity() < 1:
+            sys.unraisablehook = _quiet_unraisable
         if len(argv) > 1:
             _fail(f"Unexpected arguments {argv[1:]}; pass settings as --config.KEY=VALUE.")
         if _CACHE_DIR.value:
@@ -124,5 +163,9 @@ def run(main: Callable[[list[str]], None]):
             main(argv)
         except UserError as e:
             _fail(str(e))
+        except preemption.Stopped as e:
+            sys.exit(e.exit_code)  # The train loop logged where it saved.
+        except KeyboardInterrupt:
+            _fail("interrupted (Ctrl-C).", 128 + signal.SIGINT)
 
     app.run(guarded_main, flags_parser=_parse_flags)

@@ -175,17 +175,18 @@ class Experiment:
 def restore(
     config: ml_collections.ConfigDict, workdir: str
 ) -> tuple[Experiment, dict[str, Any], int]:
-    """The experiment of `config` and the model variables of `workdir`'s latest checkpoint.
+    """The experiment of `config` and the model variables of `workdir`'s newest good checkpoint.
 
     Only the params and BatchNorm statistics are read, so the config's
     optimizer fields need not match the run's, and the train split is never
-    read.
+    read. A step that does not restore (corrupt, or deleted by the trainer
+    meanwhile) is passed over for the one before it (`Checkpointer.restore_latest`).
 
     Returns:
       `(experiment, variables, step)`.
 
     Raises:
-      UserError: `workdir` has no complete checkpoint, or one of another model.
+      UserError: `workdir` has no checkpoint that restores, or one of another model.
     """
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(directory):
@@ -196,16 +197,16 @@ def restore(
     exp = Experiment(config)
     ckpt = Checkpointer(directory)
     try:
-        step = ckpt.latest_step()
-        if step is None:
-            raise UserError(
-                f"No complete checkpoint in {directory}; train first with "
-                f"scripts/train.py --workdir {workdir}."
-            )
-        ckpt.check_meta(step, exp.meta)
-        variables = ckpt.restore_part(step, exp.abstract_variables())
+        step, variables = ckpt.restore_latest(
+            lambda step: ckpt.restore_part(step, exp.abstract_variables()), exp.meta
+        )
     finally:
         ckpt.close()
+    if step is None:
+        raise UserError(
+            f"No complete checkpoint in {directory}; train first with "
+            f"scripts/train.py --workdir {workdir}."
+        )
     return exp, variables, step
 
 

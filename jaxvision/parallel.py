@@ -12,8 +12,9 @@ Batches are split over both axes (every device gets a different slice), and
 all-gathers and reduce-scatters for `fsdp`. The training result does not
 depend on the mesh shape.
 
-Multi-host runs use JAX's own runtime (`jax.distributed.initialize`); there is
-no communication code of ours.
+Multi-host runs use JAX's own runtime (`jax.distributed.initialize`). The few
+decisions processes must share on the host (a checkpoint restored everywhere,
+process 0's answer, a barrier) go through `jax.experimental.multihost_utils`.
 """
 
 import os
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -128,9 +130,11 @@ def initialize_distributed(
     Call before any other JAX call.
     """
     given = [coordinator_address, num_processes, process_id]
+    if all(v is None for v in given) and not _cluster_detected():
+        return
+    # jaxvision.preemption handles SIGTERM itself, on every process alike.
+    jax.config.update("jax_enable_preemption_service", False)
     if all(v is None for v in given):
-        if not _cluster_detected():
-            return
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(initialization_timeout=int(timeout_s))
     else:
@@ -161,3 +165,24 @@ def initialize_distributed(
         jax.process_index(), jax.process_count(), jax.local_device_count(),
         jax.device_count(),
     )
+
+
+def all_processes(ok: bool) -> bool:
+    """True on every process when `ok` is True on every process (blocks until all ask)."""
+    if jax.process_count() == 1:
+        return ok
+    votes = multihost_utils.process_allgather(np.asarray(ok, np.int32))  # [processes]
+    return bool(np.all(votes))
+
+
+def from_process_0(value: int) -> int:
+    """Process 0's `value` on every process (blocks until all ask)."""
+    if jax.process_count() == 1:
+        return value
+    return int(multihost_utils.broadcast_one_to_all(np.asarray(value, np.int32)))
+
+
+def barrier(name: str):
+    """Waits until every process has reached `barrier(name)`."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)

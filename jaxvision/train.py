@@ -12,8 +12,10 @@ holds the whole state and the loader's position, so a resumed run continues
 exactly where it stopped.
 """
 
+import contextlib
 import functools
 import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +31,7 @@ from absl import logging
 from flax.training.dynamic_scale import DynamicScale
 from jax.sharding import Mesh
 
-from jaxvision import data, optim, parallel, writers
+from jaxvision import data, optim, parallel, preemption, writers
 from jaxvision.checkpoint import Checkpointer
 from jaxvision.errors import UserError
 from jaxvision.experiment import (
@@ -151,6 +153,7 @@ class Trainer:
         """
         self.experiment = exp = experiment
         config = exp.config
+        data.order.local_batch_size(config.batch_size, exp.batch_sharding)  # Checks it.
         if num_train_examples is None:
             num_train_examples = len(data.load_source(
                 config.data.name, config.data.train_split, config.data.data_dir))
@@ -194,21 +197,6 @@ class Trainer:
         )
 
 
-def _prepare_workdir(workdir: str):
-    """Creates the workdir, or raises UserError if it cannot be written."""
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, f".write_test_{os.getpid()}")  # One per process.
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise UserError(
-            f"Cannot write to workdir {workdir!r} ({e.strerror or e}); choose a "
-            "writable --workdir."
-        ) from e
-
-
 def _dump_hlo(trainer: Trainer, state: TrainState, batch: dict, workdir: str):
     """Writes the train step's optimized (post-XLA) HLO to `workdir/train_step.hlo.txt`."""
     path = os.path.join(workdir, "train_step.hlo.txt")
@@ -230,90 +218,120 @@ def _check_finite(step: int, losses: list[float], checkpoint_dir: str,
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-    """Trains `config` in `workdir`, resuming from its latest checkpoint if any.
+    """Trains `config` in `workdir`, resuming from its newest checkpoint that restores.
 
-    Evaluates every `config.eval_every_steps` and at the end, saves a
-    checkpoint every `config.checkpoint_every_steps` and at the end, and
-    stops with a UserError at the first non-finite loss without saving it.
+    Evaluates every `config.eval_every_steps` and at the end, and saves a
+    checkpoint every `config.checkpoint_every_steps` and at the end. Holds
+    `workdir/run.lock` while it runs.
+
+    Raises:
+      UserError: bad input, another run in `workdir`, a failed save, or a
+        non-finite loss (stops without saving it).
+      preemption.Stopped: SIGTERM or SIGINT arrived; the step reached is saved.
     """
-    _prepare_workdir(workdir)
-    trainer = Trainer(Experiment(config))
-    ckpt = Checkpointer(
-        os.path.join(workdir, "checkpoints"),
-        save_every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints,
-    )
-    train_iter = trainer.train_iterator()
-    try:
-        return _train_loop(trainer, ckpt, train_iter, workdir)
-    finally:
-        train_iter.close()
-        ckpt.close()  # Lets an in-flight save finish, even on error.
+    writers.prepare_workdir(workdir)
+    with writers.WorkdirLock(workdir):
+        trainer = Trainer(Experiment(config))
+        ckpt = Checkpointer(
+            os.path.join(workdir, "checkpoints"),
+            save_every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints,
+        )
+        train_iter = trainer.train_iterator()
+        try:
+            with preemption.StopSignals(trainer.experiment.mesh) as signals:
+                return _train_loop(trainer, ckpt, train_iter, signals, workdir)
+        finally:
+            train_iter.close()
+            ckpt.close()  # Lets an in-flight save finish, even on error.
+
+
+def _is_eval_step(config: ml_collections.ConfigDict, step: int, num_steps: int) -> bool:
+    return step % config.eval_every_steps == 0 or step == num_steps
 
 
 def _train_loop(
-    trainer: Trainer, ckpt: Checkpointer, train_iter: data.TrainIterator, workdir: str
+    trainer: Trainer, ckpt: Checkpointer, train_iter: data.TrainIterator,
+    signals: preemption.StopSignals, workdir: str,
 ) -> TrainState:
     exp = trainer.experiment
     config = exp.config
-    last_saved = ckpt.latest_step()
-    if last_saved is not None:
-        ckpt.check_meta(last_saved, exp.meta)  # Before anything is written.
-        state = ckpt.restore(last_saved, trainer.abstract_state(), train_iter)
-        logging.info("Resumed from checkpoint step %d in %s", last_saved, ckpt.directory)
-    else:
-        state = trainer.init_state()
-    start_step = int(state.step)
     num_steps = trainer.num_train_steps
-    writers.write_run_files(workdir, config)
-    writer = writers.MetricWriter(workdir)
-
-    bar = tqdm.tqdm(
-        total=num_steps, initial=start_step, desc="train", unit="step",
-        disable=jax.process_index() != 0, dynamic_ncols=True,
+    eval_split = config.data.eval_split
+    last_saved, state = ckpt.restore_latest(
+        lambda step: ckpt.restore(step, trainer.abstract_state(), train_iter),
+        exp.meta, set_broken_aside=True,
     )
+    if state is None:
+        state = trainer.init_state()
+    else:
+        logging.info("Resumed from checkpoint step %d in %s", last_saved, ckpt.directory)
+    start_step = int(state.step)
+    writers.write_run_files(workdir, config)
+    writer = writers.MetricWriter(workdir, start_step)
+    if (start_step and _is_eval_step(config, start_step, num_steps)
+            and not writer.has(start_step, eval_split)):
+        # Stopped after saving this step but before evaluating it.
+        writer.write(start_step, eval_split, exp.evaluate(model_variables(state)))
+    if start_step >= num_steps:
+        logging.info("Training already finished (step %d); its %s metrics: %s", start_step,
+                     eval_split, writer.get(start_step, eval_split))
+        writer.close()
+        return state
+
     profile = config.profile
     trace_end = profile.start_step + profile.num_steps - 1  # Last traced step.
     tracing = False
     pending = []  # Per-step metrics (on device) since the last host sync.
-    for step in range(start_step + 1, num_steps + 1):
-        batch = next(train_iter)
-        if profile.dump_hlo and step == start_step + 1:
-            _dump_hlo(trainer, state, batch, workdir)
-        if step == profile.start_step:
-            jax.profiler.start_trace(os.path.join(workdir, "profile"))
-            tracing = True
-        with jax.profiler.StepTraceAnnotation("train", step_num=step):
-            state, metrics = trainer.train_step(state, batch)
-        if tracing and step in (trace_end, num_steps):
-            jax.block_until_ready(state)
-            jax.profiler.stop_trace()
-            tracing = False
-            logging.info("Wrote a profiler trace of steps %d-%d to %s/profile.",
-                         profile.start_step, step, workdir)
-        pending.append(metrics)
-        bar.update(1)
-        is_last = step == num_steps
-        log_now = step % config.log_every_steps == 0 or is_last
-        save_now = step % config.checkpoint_every_steps == 0 or is_last
-        if log_now or save_now:
-            # The one host sync point: fetch the metrics, refuse to go on (or
-            # save) past a non-finite loss.
-            host = jax.device_get(pending)
-            pending = []
-            _check_finite(step, [m["loss"] for m in host], ckpt.directory, last_saved)
-            if log_now:
-                means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-                means["learning_rate"] = float(trainer.schedule(step - 1))
-                writer.write(step, "train", means)
-                bar.set_postfix(loss=f"{means['loss']:.4f}")
-            if save_now and ckpt.save(step, state, train_iter, exp.meta, force=is_last):
-                last_saved = step
-        if step % config.eval_every_steps == 0 or is_last:
-            writer.write(step, config.data.eval_split, exp.evaluate(model_variables(state)))
-    bar.close()
-    if start_step >= num_steps:
-        logging.info("Training already finished (step %d); evaluating.", start_step)
-        writer.write(start_step, config.data.eval_split, exp.evaluate(model_variables(state)))
-    writer.close()
+    bar = tqdm.tqdm(
+        total=num_steps, initial=start_step, desc="train", unit="step",
+        disable=jax.process_index() != 0, dynamic_ncols=True,
+    )
+    with bar, contextlib.closing(writer):
+        for step in range(start_step + 1, num_steps + 1):
+            batch = next(train_iter)
+            if profile.dump_hlo and step == start_step + 1:
+                _dump_hlo(trainer, state, batch, workdir)
+            if step == profile.start_step:
+                jax.profiler.start_trace(os.path.join(workdir, "profile"))
+                tracing = True
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                state, metrics = trainer.train_step(state, batch)
+            if tracing and step in (trace_end, num_steps):
+                jax.block_until_ready(state)
+                jax.profiler.stop_trace()
+                tracing = False
+                logging.info("Wrote a profiler trace of steps %d-%d to %s/profile.",
+                             profile.start_step, step, workdir)
+            pending.append(metrics)
+            bar.update(1)
+            stop_signal = signals.stop_requested()  # 0, or SIGTERM/SIGINT: save and stop.
+            is_last = step == num_steps
+            log_now = step % config.log_every_steps == 0 or is_last
+            save_now = step % config.checkpoint_every_steps == 0 or is_last or stop_signal
+            if log_now or save_now:
+                # The one host sync point: fetch the metrics, refuse to go on (or
+                # save) past a non-finite loss or a save that failed.
+                host = jax.device_get(pending)
+                pending = []
+                _check_finite(step, [m["loss"] for m in host], ckpt.directory, last_saved)
+                ckpt.check()
+                if log_now:
+                    means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+                    means["learning_rate"] = float(trainer.schedule(step - 1))
+                    writer.write(step, "train", means)
+                    bar.set_postfix(loss=f"{means['loss']:.4f}")
+                force = is_last or bool(stop_signal)
+                if save_now and ckpt.save(step, state, train_iter, exp.meta, force=force):
+                    last_saved = step
+            if stop_signal:
+                ckpt.wait()  # The resumed run evaluates this step if it is due.
+                bar.close()
+                logging.warning(
+                    "Stopped by %s: checkpoint step %d is saved in %s; rerun the same command "
+                    "to resume.", signal.Signals(stop_signal).name, step, ckpt.directory)
+                raise preemption.Stopped(stop_signal, step)
+            if _is_eval_step(config, step, num_steps):
+                if is_last:
+                    ckpt.wait()  # The final metrics have a checkpoint behind them.
+                writer.write(step, eval_split, exp.evaluate(model_variables(state)))
     return state
-

@@ -1,4 +1,5 @@
-"""Two real processes (gloo collectives on localhost) train like one process.
+"""Two real processes (gloo collectives on localhost) train like one process, and
+stop together when only one of them gets SIGTERM.
 
 The test starts the processes itself and fails, rather than hangs, if one of
 them dies or the pair runs past a deadline.
@@ -6,6 +7,8 @@ them dies or the pair runs past a deadline.
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -42,17 +45,22 @@ def _start(workdir, data_dir, devices, *extra):
                             stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_all(procs):
-    """Waits for every process; kills them all as soon as one fails or time runs out."""
+def _wait_all(procs, exit_code=0):
+    """Waits for every process to exit with `exit_code`; returns their output.
+
+    Kills them all as soon as one fails or time runs out.
+    """
     deadline = time.monotonic() + DEADLINE_S
     try:
         while any(p.poll() is None for p in procs):
-            failed = [p for p in procs if p.poll() not in (None, 0)]
+            failed = [p for p in procs if p.poll() not in (None, exit_code)]
             assert not failed, "a process died:\n" + failed[0].stdout.read()[-3000:]
             assert time.monotonic() < deadline, f"still running after {DEADLINE_S} s"
-            time.sleep(0.2)
-        for p in procs:
-            assert p.returncode == 0, p.stdout.read()[-3000:]
+            time.sleep(0.05)
+        outputs = [p.stdout.read() for p in procs]
+        for p, output in zip(procs, outputs, strict=True):
+            assert p.returncode == exit_code, output[-3000:]
+        return outputs
     finally:
         for p in procs:
             if p.poll() is None:
@@ -72,15 +80,34 @@ def _restore_final(workdir, data_dir):
         ckpt.close()
 
 
-def test_two_processes_match_one_process_and_resume_in_one(tmp_path):
-    data_dir = str(tmp_path / "tfds")  # Built on first use: process 0 first, then 1.
+def _start_pair(workdir, data_dir):
     port = _free_port()
-    pair = [
-        _start(tmp_path / "two", data_dir, 2, f"--coordinator_address=127.0.0.1:{port}",
+    return [
+        _start(workdir, data_dir, 2, f"--coordinator_address=127.0.0.1:{port}",
                "--num_processes=2", f"--process_id={i}")
         for i in range(2)
     ]
-    _wait_all(pair)
+
+
+def test_two_processes_match_one_process_and_resume_in_one(tmp_path):
+    data_dir = str(tmp_path / "tfds")  # Built on first use: process 0 first, then 1.
+    pair = _start_pair(tmp_path / "two", data_dir)
+    # SIGTERM to process 1 only, at step 10 of 20 (process 0 held still
+    # meanwhile, so the pair cannot run on): both stop after the same step,
+    # save it and exit 143.
+    deadline = time.monotonic() + DEADLINE_S
+    while not (tmp_path / "two" / "checkpoints" / "10").exists():
+        assert all(p.poll() is None for p in pair) and time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(pair[0].pid, signal.SIGSTOP)
+    os.kill(pair[1].pid, signal.SIGTERM)
+    os.kill(pair[0].pid, signal.SIGCONT)
+    outputs = _wait_all(pair, exit_code=128 + signal.SIGTERM)
+    stopped = [re.search(r"Stopped by SIGTERM: checkpoint step (\d+)", out) for out in outputs]
+    assert all(stopped), outputs[0][-3000:]
+    assert stopped[0].group(1) == stopped[1].group(1)
+    assert 10 < int(stopped[0].group(1)) < 20
+    _wait_all(_start_pair(tmp_path / "two", data_dir))  # Resumes to the end.
     _wait_all([_start(tmp_path / "one", data_dir, 4)])
 
     two = jax.device_get(_restore_final(tmp_path / "two", data_dir))  # 2 processes -> 1.
@@ -89,7 +116,7 @@ def test_two_processes_match_one_process_and_resume_in_one(tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                  two.params, one.params)
 
-    # Only process 0 logged.
+    # Only process 0 logged, one row per (step, split).
     logged = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     expected = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["split"]) for r in logged] == [(r["step"], r["split"]) for r in expected]

@@ -1,12 +1,16 @@
 """The train step, the loop, checkpoints and exact resume (8 virtual CPU devices)."""
 
+import errno
 import json
+import logging
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from configs import digits_cnn
@@ -179,16 +183,38 @@ def test_interrupted_run_resumes_to_identical_parameters(smoke_run, data_dir, tm
     monkeypatch.undo()
     resumed = jax.device_get(train.train_and_evaluate(smoke_config(data_dir), str(tmp_path)))
     _assert_trees_equal(resumed, uninterrupted)  # Bit for bit.
+    # The rows written after step 40 by the stopped run are written once, again.
+    assert _read_metrics(str(tmp_path)) == _read_metrics(smoke_run[0])
 
 
-def test_finished_run_restarted_only_evaluates(smoke_run, data_dir):
+def test_finished_run_restarted_writes_nothing_new(smoke_run, data_dir):
     workdir, state = smoke_run
-    before = len(_read_metrics(workdir))
+    before = _read_metrics(workdir)
     again = train.train_and_evaluate(smoke_config(data_dir), workdir)
     _assert_trees_equal(jax.device_get(again), state)
-    after = _read_metrics(workdir)
-    assert len(after) == before + 1 and after[-1]["split"] == "test"
+    assert _read_metrics(workdir) == before  # One row per (step, split).
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["20", "40", "60"]
+
+
+def test_corrupt_latest_checkpoint_is_passed_over_by_eval_and_training(
+        smoke_run, data_dir, tmp_path, caplog):
+    original, state = smoke_run
+    workdir = tmp_path / "run"
+    shutil.copytree(original, workdir)
+    state_dir = workdir / "checkpoints" / "60" / "state"
+    for root, _, files in os.walk(state_dir):  # Truncate every array file.
+        for name in files:
+            if os.path.basename(root) == "d":
+                os.truncate(os.path.join(root, name), os.path.getsize(os.path.join(root, name)) // 2)
+    with caplog.at_level(logging.WARNING):
+        assert experiment.evaluate(smoke_config(data_dir), str(workdir))["step"] == 40
+    assert "Checkpoint step 60 could not be restored" in caplog.text
+    assert (workdir / "checkpoints" / "60").is_dir()  # Evaluation leaves it as it is.
+
+    resumed = jax.device_get(train.train_and_evaluate(smoke_config(data_dir), str(workdir)))
+    _assert_trees_equal(resumed, state)  # Resumed from step 40, bit for bit.
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["20", "40", "60", "60.corrupt"]
+    assert _read_metrics(str(workdir)) == _read_metrics(original)
 
 
 def test_evaluate_restores_latest_checkpoint(smoke_run, data_dir):
@@ -223,6 +249,23 @@ def test_nan_loss_stops_without_saving(data_dir, tmp_path):
     with pytest.raises(UserError, match="NaN"):
         train.train_and_evaluate(config, str(tmp_path))
     assert not os.listdir(tmp_path / "checkpoints")
+    assert not (tmp_path / "run.lock").exists()  # Released on the way out.
+
+
+def test_failed_save_stops_training_with_earlier_checkpoints_intact(data_dir, tmp_path, monkeypatch):
+    save = ocp.CheckpointManager.save
+
+    def disk_full_at_40(self, step, *args, **kwargs):
+        if step == 40:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", disk_full_at_40)
+    with pytest.raises(UserError, match=r"step 40 .* failed \(No space left on device\)"):
+        train.train_and_evaluate(smoke_config(data_dir), str(tmp_path))
+    assert os.listdir(tmp_path / "checkpoints") == ["20"]
+    assert max(r["step"] for r in _read_metrics(str(tmp_path))) == 40  # No result after it.
+    assert not (tmp_path / "run.lock").exists()
 
 
 def test_batch_size_not_dividing_devices_is_refused(data_dir, tmp_path):

@@ -15,6 +15,7 @@ full batches with a "mask" marking the padding.
 
 import os
 import queue
+import textwrap
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -102,7 +103,7 @@ class TrainIterator:
         saved = state
         if not isinstance(saved, dict) or "next_batch" not in saved:
             raise UserError(
-                f"The data iterator state {str(state)[:100]} was not written by "
+                f"The data iterator state {textwrap.shorten(str(state), 100)} was not written by "
                 "this version of jaxvision's train loader; use a new --workdir."
             )
         for key, value in self._order.items():
