@@ -253,40 +253,49 @@ def _train_loop(
     trainer: Trainer, ckpt: Checkpointer, train_iter: data.TrainIterator,
     signals: preemption.StopSignals, workdir: str,
 ) -> TrainState:
+    """Resumes from the newest good checkpoint (or starts), then trains to the end."""
     exp = trainer.experiment
     config = exp.config
     num_steps = trainer.num_train_steps
     eval_split = config.data.eval_split
-    last_saved, state = ckpt.restore_latest(
+    restored, state = ckpt.restore_latest(
         lambda step: ckpt.restore(step, trainer.abstract_state(), train_iter),
         exp.meta, set_broken_aside=True,
     )
     if state is None:
         state = trainer.init_state()
     else:
-        logging.info("Resumed from checkpoint step %d in %s", last_saved, ckpt.directory)
+        logging.info("Resumed from checkpoint step %d in %s", restored, ckpt.directory)
     start_step = int(state.step)
     writers.write_run_files(workdir, config)
-    writer = writers.MetricWriter(workdir, start_step)
-    if (start_step and _is_eval_step(config, start_step, num_steps)
-            and not writer.has(start_step, eval_split)):
-        # Stopped after saving this step but before evaluating it.
-        writer.write(start_step, eval_split, exp.evaluate(model_variables(state)))
-    if start_step >= num_steps:
-        logging.info("Training already finished (step %d); its %s metrics: %s", start_step,
-                     eval_split, writer.get(start_step, eval_split))
-        writer.close()
-        return state
+    with contextlib.closing(writers.MetricWriter(workdir, start_step)) as writer:
+        if (start_step and _is_eval_step(config, start_step, num_steps)
+                and not writer.has(start_step, eval_split)):
+            # Stopped after saving this step but before evaluating it.
+            writer.write(start_step, eval_split, exp.evaluate(model_variables(state)))
+        if start_step >= num_steps:
+            logging.info("Training already finished (step %d); its %s metrics: %s", start_step,
+                         eval_split, writer.get(start_step, eval_split))
+            return state
+        return _train_steps(trainer, ckpt, train_iter, signals, writer, state, workdir)
 
+
+def _train_steps(
+    trainer: Trainer, ckpt: Checkpointer, train_iter: data.TrainIterator,
+    signals: preemption.StopSignals, writer: writers.MetricWriter, state: TrainState,
+    workdir: str,
+) -> TrainState:
+    """The steps from `state.step` to the end: train, log, save, evaluate, stop on a signal."""
+    exp = trainer.experiment
+    config = exp.config
+    start_step, num_steps = int(state.step), trainer.num_train_steps
+    last_saved = start_step or None  # Resumed runs start from a saved step.
     profile = config.profile
     trace_end = profile.start_step + profile.num_steps - 1  # Last traced step.
     tracing = False
     pending = []  # Per-step metrics (on device) since the last host sync.
-    bar = tqdm.tqdm(
-        total=num_steps, initial=start_step, desc="train", unit="step",
-        disable=jax.process_index() != 0, dynamic_ncols=True,
-    )
-    with bar, contextlib.closing(writer):
+    with tqdm.tqdm(total=num_steps, initial=start_step, desc="train", unit="step",
+                   disable=jax.process_index() != 0, dynamic_ncols=True) as bar:
         for step in range(start_step + 1, num_steps + 1):
             batch = next(train_iter)
             if profile.dump_hlo and step == start_step + 1:
@@ -333,5 +342,5 @@ def _train_loop(
             if _is_eval_step(config, step, num_steps):
                 if is_last:
                     ckpt.wait()  # The final metrics have a checkpoint behind them.
-                writer.write(step, eval_split, exp.evaluate(model_variables(state)))
+                writer.write(step, config.data.eval_split, exp.evaluate(model_variables(state)))
     return state

@@ -53,7 +53,6 @@ def _assert_clean_error(result, *fragments):
     (["--config.model.name=resnet9"], ["Unknown model 'resnet9'", "resnet18"]),
     (["--config.data.name=no_such_dataset"], ["Unknown dataset 'no_such_dataset'", "digits"]),
     (["--config.batch_size=12"], ["config.batch_size=12", "multiple of"]),
-    (["--config.batch_size=0"], ["config.batch_size=0", "positive multiple of"]),
     (["stray"], ["Unexpected arguments"]),
 ])
 def test_train_bad_input_gives_one_clear_line(data_dir, tmp_path, extra, fragments):
@@ -96,11 +95,18 @@ LONG = ("--config.num_train_steps=300", "--config.checkpoint_every_steps=20",
 
 @pytest.fixture(scope="module")
 def reference(data_dir, tmp_path_factory):
-    """An uninterrupted run of `LONG`: its workdir."""
-    cwd = tmp_path_factory.mktemp("reference")
-    result = _run("train.py", *_smoke(data_dir, "run", *LONG), cwd=cwd)
-    assert result.returncode == 0, result.stderr
-    return cwd / "run"
+    """An uninterrupted run of `LONG`, trained in this process (the same 8 CPU devices
+    and code as the scripts, so the same numbers): its workdir."""
+    from configs import digits_cnn
+    from jaxvision import train
+
+    config = digits_cnn.get_config("smoke")
+    config.data.data_dir = data_dir
+    config.update_from_flattened_dict(
+        {arg[len("--config."):].split("=")[0]: int(arg.split("=")[1]) for arg in LONG})
+    workdir = tmp_path_factory.mktemp("reference") / "run"
+    train.train_and_evaluate(config, str(workdir))
+    return workdir
 
 
 def _assert_same_run(workdir, reference):
@@ -188,12 +194,6 @@ def test_preempted_interrupted_and_killed_run_resumes_to_identical_parameters(
     assert "Took over the lock of an earlier run" in resumed.stderr
     assert "Resumed from checkpoint step" in resumed.stderr
     _assert_same_run(workdir, reference)
-
-    result = _run("eval.py", *_smoke(data_dir, "run", *LONG), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    metrics = json.loads(result.stdout.strip().splitlines()[-1])
-    assert metrics["split"] == "test" and metrics["step"] == 300
-    assert metrics["accuracy"] > 0.8
 
 
 def _can_mount_in_a_namespace():

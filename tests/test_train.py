@@ -268,9 +268,10 @@ def test_failed_save_stops_training_with_earlier_checkpoints_intact(data_dir, tm
     assert not (tmp_path / "run.lock").exists()
 
 
-def test_batch_size_not_dividing_devices_is_refused(data_dir, tmp_path):
-    with pytest.raises(UserError, match="multiple of 8"):
-        train.train_and_evaluate(smoke_config(data_dir, batch_size=12), str(tmp_path))
+@pytest.mark.parametrize("batch_size", [12, 0])
+def test_batch_size_not_dividing_devices_is_refused(data_dir, tmp_path, batch_size):
+    with pytest.raises(UserError, match=f"config.batch_size={batch_size} must be a positive multiple of"):
+        train.train_and_evaluate(smoke_config(data_dir, batch_size=batch_size), str(tmp_path))
 
 
 def test_unwritable_workdir_is_refused(data_dir, tmp_path):
