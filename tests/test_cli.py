@@ -34,6 +34,10 @@ def test_console_shows_our_info_and_everyones_warnings_but_not_orbax_errors():
     assert not console.filter(_record("/x/orbax/checkpoint/future.py", py_logging.ERROR))
     assert not console.filter(_record("/x/asyncio/base_events.py", py_logging.ERROR,
                                       "Task exception: coro=</x/orbax/serialize.py>", "asyncio"))
+    gathering = ("_GatheringFuture exception was never retrieved\nfuture: <_GatheringFuture "
+                 "exception=ValueError('Error writing in /run/checkpoints/40.orbax-checkpoint-tmp')>")
+    assert not console.filter(_record("/x/asyncio/base_events.py", py_logging.ERROR, gathering,
+                                      "asyncio"))
     assert console.filter(_record("/x/asyncio/base_events.py", py_logging.ERROR, "other", "asyncio"))
 
 

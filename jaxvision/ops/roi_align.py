@@ -39,8 +39,9 @@ def assign_levels(
     """
     x0, y0, x1, y1 = jnp.moveaxis(boxes, -1, 0)  # 4 x [...]
     size = jnp.sqrt(jnp.maximum((x1 - x0) * (y1 - y0), 0.0))
-    # torchvision's LevelMapper adds 1e-6 so that exact powers of two round up.
-    level = jnp.floor(canonical_level + jnp.log2(size / canonical_size + 1e-8) + 1e-6)
+    # As torchvision's LevelMapper: + 1e-6, so that exact powers of two round up.
+    # An empty box gives log2(0) = -inf, which the clip sends to `min_level`.
+    level = jnp.floor(canonical_level + jnp.log2(size / canonical_size) + 1e-6)
     return jnp.clip(level, min_level, max_level).astype(jnp.int32)
 
 

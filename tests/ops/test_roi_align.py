@@ -86,9 +86,9 @@ def test_matches_torchvision_over_fpn_levels():
 
 
 def test_assign_levels_hand_values():
-    sizes = [224, 112, 448, 111.9, 1, 5000]
+    sizes = [224, 112, 448, 111.9, 1, 5000, 0]
     boxes = jnp.asarray([[0.0, 0.0, s, s] for s in sizes])
-    expected = [4, 3, 5, 2, 2, 5]  # floor(4 + log2(s / 224)), clamped to 2..5.
+    expected = [4, 3, 5, 2, 2, 5, 2]  # floor(4 + log2(s / 224)), clamped to 2..5.
     assert [math.floor(4 + math.log2(s / 224)) for s in sizes[:4]] == [4, 3, 5, 2]
     np.testing.assert_array_equal(np.asarray(ra.assign_levels(boxes, 2, 5)), expected)
 
