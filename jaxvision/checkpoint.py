@@ -213,7 +213,7 @@ class Checkpointer:
         if data_iterator is not None:
             args["data"] = ocp.args.JsonRestore()
         restored = self._restore(step, **args)
-        self._verify(step, restored.meta, restored.state,
+        self._verify(restored.meta, restored.state,
                      restored.data if data_iterator is not None else None)
         if data_iterator is not None:
             data_iterator.set_state(restored.data)
@@ -233,7 +233,7 @@ class Checkpointer:
         restored = self._restore(step, meta=ocp.args.JsonRestore(), state=ocp.args.PyTreeRestore(
             abstract_part, restore_args=restore_args, partial_restore=True,
         ))
-        self._verify(step, restored.meta, restored.state)
+        self._verify(restored.meta, restored.state)
         return restored.state
 
     def restore_latest(self, restore_fn, meta: dict, *, set_broken_aside: bool = False):
@@ -304,7 +304,7 @@ class Checkpointer:
     def _step_dir(self, step: int) -> str:
         return os.path.join(self.directory, str(step))
 
-    def _verify(self, step: int, meta: dict, state: Any, data_state: Any = None):
+    def _verify(self, meta: dict, state: Any, data_state: Any = None):
         """Raises CorruptCheckpoint if restored arrays differ from their saved checksums.
 
         Checkpoints written before checksums existed are accepted as they are.

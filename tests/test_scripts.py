@@ -89,8 +89,8 @@ def _final_params(workdir):
 
 # Long enough (300 steps) that a run is still going when its first checkpoint
 # lands. Workdirs are relative, as a user would type them.
-LONG = ("--config.num_train_steps=300", "--config.checkpoint_every_steps=20",
-        "--config.eval_every_steps=100")
+LONG_OVERRIDES = {"num_train_steps": 300, "checkpoint_every_steps": 20, "eval_every_steps": 100}
+LONG = tuple(f"--config.{key}={value}" for key, value in LONG_OVERRIDES.items())
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +102,7 @@ def reference(data_dir, tmp_path_factory):
 
     config = digits_cnn.get_config("smoke")
     config.data.data_dir = data_dir
-    config.update_from_flattened_dict(
-        {arg[len("--config."):].split("=")[0]: int(arg.split("=")[1]) for arg in LONG})
+    config.update_from_flattened_dict(LONG_OVERRIDES)
     workdir = tmp_path_factory.mktemp("reference") / "run"
     train.train_and_evaluate(config, str(workdir))
     return workdir
