@@ -1,7 +1,8 @@
 """Reading input images and drawing detections on them (host side, NumPy + PIL).
 
 `scripts/predict.py` lists and loads the images it is given, runs a detector and
-writes copies with one box, class name and score per detection drawn on them.
+writes copies with one box, class name and score per detection drawn on them
+(and, for instance segmentation, its mask as a translucent fill).
 """
 
 import os
@@ -19,6 +20,7 @@ PALETTE = (
     (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 190), (255, 225, 25),
 )  # fmt: skip
 _TAG_PAD = 2  # Pixels between a tag's text and the edge of its background.
+MASK_ALPHA = 0.45  # Opacity of a mask's fill: the image stays visible under it.
 
 
 def list_images(path: str) -> list[str]:
@@ -107,16 +109,36 @@ def _to_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image, 3 // image.shape[2], axis=2)  # [H, W, 3], always a copy
 
 
+def _fill_masks(rgb: np.ndarray, masks: np.ndarray | Sequence[np.ndarray], labels: np.ndarray) -> None:
+    """Blends each mask into `rgb` (uint8 [H, W, 3], in place) in its label's colour."""
+    if len(masks) != len(labels):
+        raise ValueError(f"Got {len(labels)} detections but {len(masks)} masks.")
+    for mask, label in zip(masks, labels):
+        mask = np.asarray(mask)  # [H, W]
+        if mask.dtype != bool or mask.shape != rgb.shape[:2]:
+            raise ValueError(
+                f"Expected bool masks of the image's [H, W] {rgb.shape[:2]}, got {mask.dtype} {mask.shape}."
+            )
+        color = np.array(PALETTE[int(label) % len(PALETTE)], np.float64)  # [3]
+        blended = (1 - MASK_ALPHA) * rgb[mask] + MASK_ALPHA * color  # [P, 3]
+        rgb[mask] = np.rint(blended).astype(np.uint8)
+
+
 def draw_detections(
     image: np.ndarray,
     boxes: np.ndarray,
     labels: np.ndarray,
     scores: np.ndarray,
     class_names: Sequence[str],
+    masks: np.ndarray | Sequence[np.ndarray] | None = None,
     *,
     line_width: int | None = None,
 ) -> np.ndarray:
     """Draws each detection as a box outline with a "<class name> <score>" tag.
+
+    With `masks`, each detection's mask is first filled in its box's colour at
+    opacity `MASK_ALPHA` (in detection order, so later masks lie on top); the
+    outlines and tags are drawn over the fills.
 
     Args:
         image: uint8 [H, W], [H, W, 1] or [H, W, 3]; not modified.
@@ -125,6 +147,9 @@ def draw_detections(
         labels: int [K] indices into `class_names` (an index past its end is drawn as the number).
         scores: float [K].
         class_names: Names of the classes.
+        masks: None, or bool [K, H, W] (or K bool [H, W] arrays): each
+            detection's mask already pasted into `image` pixels (e.g. by
+            `jaxvision.coco.paste_mask`).
         line_width: Outline width in pixels; default grows with the image size.
 
     Returns:
@@ -137,6 +162,8 @@ def draw_detections(
     scores = np.asarray(scores).reshape(-1)  # [K]
     if not len(boxes) == len(labels) == len(scores):
         raise ValueError(f"Got {len(boxes)} boxes, {len(labels)} labels and {len(scores)} scores.")
+    if masks is not None:
+        _fill_masks(rgb, masks, labels)
     if len(boxes) == 0:
         return rgb
     line_width = line_width or max(1, round(max(height, width) / 300))

@@ -1,10 +1,14 @@
 """COCO JSON conversion and pycocotools metrics against hand-computed values."""
 
 import copy
+import dataclasses
 import json
+import math
+import warnings
 
 import numpy as np
 import pytest
+from pycocotools import mask as mask_util
 
 from jaxvision import coco
 from jaxvision.errors import UserError
@@ -175,13 +179,13 @@ def test_json_is_plain_python():
     json.dumps(coco.detections(_perfect(SCENE)))
 
 
-def _run_coco_eval(gt_path, dets_path):
+def _run_coco_eval(gt_path, dets_path, *extra):
     import subprocess
     import sys
 
     return subprocess.run(
         [sys.executable, "scripts/coco_eval.py", "--ground_truth", str(gt_path),
-         "--detections", str(dets_path)],
+         "--detections", str(dets_path), *extra],
         capture_output=True, text=True, timeout=120, check=False,
     )
 
@@ -220,6 +224,9 @@ def _malformed(gt, dets):
         ("dets.json", dets, 1, "score", "high", "detection 1 has 'score' 'high'"),
         ("dets.json", dets, 0, "score", float("nan"), "detection 0 has 'score' nan"),
         ("dets.json", dets, 1, "bbox", None, "detection 1 has no 'bbox'"),
+        ("gt.json", gt["annotations"], 0, "segmentation", {"counts": "abc"},
+         "annotation 0 has 'segmentation' {'counts': 'abc'}"),
+        ("dets.json", dets, 1, "segmentation", [[1, 2, 3, 4]], "detection 1 has 'segmentation' [[1, 2, 3, 4]]"),
     ]
 
 
@@ -238,7 +245,7 @@ def _write_malformed(tmp_path, case):
     return tmp_path / name, fragment
 
 
-@pytest.mark.parametrize("case", range(7))
+@pytest.mark.parametrize("case", range(9))
 def test_malformed_entries_give_one_user_error(tmp_path, case):
     path, fragment = _write_malformed(tmp_path, case)
     load = coco.load_ground_truth if path.name == "gt.json" else coco.load_detections
@@ -269,3 +276,226 @@ def test_coco_eval_script_refuses_malformed_entries(tmp_path, case):
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith(f"error: {path}: {fragment}"), result.stderr
+
+
+# --- Masks (instance segmentation) ---
+
+
+def _paste_reference(mask, box, height, width, threshold):
+    """Per-pixel `grid_sample(align_corners=False)` bilinear sampling, zero outside the mask."""
+    rows, cols = mask.shape
+    x0, y0, x1, y1 = box
+
+    def cell(i, j):
+        return mask[i, j] if 0 <= i < rows and 0 <= j < cols else 0.0
+
+    out = np.zeros((height, width), bool)
+    for y in range(height):
+        for x in range(width):
+            u = (x + 0.5 - x0) / (x1 - x0) * cols - 0.5
+            v = (y + 0.5 - y0) / (y1 - y0) * rows - 0.5
+            j, i = math.floor(u), math.floor(v)
+            fu, fv = u - j, v - i
+            value = ((1 - fv) * ((1 - fu) * cell(i, j) + fu * cell(i, j + 1))
+                     + fv * ((1 - fu) * cell(i + 1, j) + fu * cell(i + 1, j + 1)))
+            out[y, x] = value >= threshold
+    return out
+
+
+def test_paste_mask_matches_per_pixel_reference():
+    rng = np.random.default_rng(0)
+    for case in range(24):
+        size = (4, 7, 28)[case % 3]
+        height, width = rng.integers(8, 40, 2).tolist()
+        x0, y0 = rng.uniform(-15, 35, 2)  # Partly outside the image, often.
+        box = [x0, y0, x0 + rng.uniform(0.3, 45), y0 + rng.uniform(0.3, 45)]
+        mask = rng.random((size, size)).astype(np.float32)  # [M, M]
+        # 0.1: pixels up to half a mask cell outside the box are foreground too.
+        for threshold in (0.5, 0.1):
+            got = coco.paste_mask(mask, box, height, width, threshold)
+            assert got.shape == (height, width) and got.dtype == bool
+            want = _paste_reference(mask.astype(np.float64), box, height, width, threshold)
+            np.testing.assert_array_equal(got, want, err_msg=f"case {case}, threshold {threshold}")
+
+
+def test_paste_mask_fills_the_pixels_whose_centres_are_in_the_box():
+    # Box (2, 3, 6, 8): pixel centres x + 0.5 in [2, 6] -> x = 2..5, y = 3..7.
+    # E.g. x = 2: u = 0.5 / 4 * 28 - 0.5 = 3 (inside the mask, value 1);
+    # x = 1: u = -4 (zero padding); x = 6: u = 31 > 28 (zero padding).
+    want = np.zeros((10, 12), bool)
+    want[3:8, 2:6] = True
+    ones = np.ones((28, 28), np.float32)
+    np.testing.assert_array_equal(coco.paste_mask(ones, [2, 3, 6, 8], 10, 12), want)
+    # x0 = 2.6 > 2.5, the centre of column 2: u = -1.32, column 2 drops out.
+    want[:, 2] = False
+    np.testing.assert_array_equal(coco.paste_mask(ones, [2.6, 3, 6, 8], 10, 12), want)
+    # Box (0, 0, 56, 56), M = 28, ones in mask rows 0..16: row y samples
+    # v = y / 2 - 0.25; value = 1 - frac >= 0.5 up to v = 16.5, i.e. y <= 33.
+    half = np.zeros((28, 28), np.float32)
+    half[:17] = 1
+    got = coco.paste_mask(half, [0, 0, 56, 56], 60, 60)
+    assert got[:34, :56].all() and not got[34:].any() and not got[:, 56:].any()
+
+
+def test_paste_mask_degenerate_boxes_paste_nothing():
+    ones = np.ones((28, 28), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for box in ([5, 5, 5, 9], [5, 5, 9, 4], [np.nan, 0, 9, 9], [0, 0, np.inf, 9], [50, 50, 60, 60]):
+            assert not coco.paste_mask(ones, box, 20, 30).any(), box
+    with pytest.raises(ValueError, match="threshold"):
+        coco.paste_mask(ones, [0, 0, 5, 5], 20, 30, threshold=0.0)
+
+
+# pycocotools' decode, under NumPy 2.
+@pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+def test_mask_rles_encode_pasted_masks():
+    rng = np.random.default_rng(1)
+    masks = rng.random((3, 28, 28)).astype(np.float32)  # [D, M, M]
+    boxes = np.array([[1.5, 2, 20, 15], [-5, 3, 10, 30], [4, 4, 4, 9]], np.float32)  # [D, 4]
+    rles = coco.mask_rles(masks, boxes, 25, 30)
+    json.dumps(rles)
+    for rle, mask, box in zip(rles, masks, boxes):
+        assert rle["size"] == [25, 30] and isinstance(rle["counts"], str)
+        np.testing.assert_array_equal(mask_util.decode(rle).astype(bool), coco.paste_mask(mask, box, 25, 30))
+    assert coco.mask_rles(np.zeros((0, 28, 28)), np.zeros((0, 4)), 25, 30) == []
+    with pytest.raises(UserError, match="masks of shape"):
+        coco.mask_rles(masks, boxes[:2], 25, 30)
+
+
+def _with_masks(image, masks):
+    """`image` (annotations or detections) with `masks` [N, M, M] over its boxes, on a 480x640 image."""
+    return dataclasses.replace(image, masks=coco.mask_rles(masks, image.boxes, 480, 640))
+
+
+def _blobs(n, seed=0):
+    """`[n, 28, 28]` uint8 0/1 box-relative masks, mostly ones."""
+    return (np.random.default_rng(seed).random((n, 28, 28)) < 0.8).astype(np.uint8)
+
+
+def test_segm_perfect_masks():
+    images = [_with_masks(image, _blobs(len(image.boxes), i)) for i, image in enumerate(SCENE)]
+    dets = [_with_masks(det, _blobs(len(det.boxes), i).astype(np.float32))
+            for i, det in enumerate(_perfect(SCENE))]
+    got = coco.evaluate(coco.ground_truth(images, CLASSES), coco.detections(dets), iou_type="segm")
+    assert list(got) == list(coco.METRIC_NAMES)
+    for name in ("AP", "AP50", "AP75", "AR100"):
+        assert got[name] == pytest.approx(1.0), name
+
+
+def _segm_scene():
+    """Two 56x56 objects of one class; the 0.8 detection's mask covers 34 of 56 rows of its object.
+
+    Mask IoU 34 * 56 / 56**2 = 0.607; box IoU 1 (its box is exact).
+    """
+    boxes = np.array([[0, 0, 56, 56], [100, 100, 156, 156]], np.float32)  # [2, 4]
+    ones = np.ones((2, 28, 28), np.float32)
+    gt = coco.ImageAnnotations(1, 200, 200, boxes, np.zeros(2, np.int32), np.zeros(2, bool),
+                               masks=coco.mask_rles(ones, boxes, 200, 200))
+    partial = ones.copy()
+    partial[0, 17:] = 0  # Rows 0..16 of 28 -> image rows 0..33 (see the paste test).
+    det = coco.ImageDetections(1, boxes, np.array([0.8, 0.9], np.float32), np.zeros(2, np.int32),
+                               masks=coco.mask_rles(partial, boxes, 200, 200))
+    return coco.ground_truth([gt], ("cat",)), coco.detections([det])
+
+
+def test_segm_hand_computed_iou_0_607():
+    gt, dets = _segm_scene()
+    assert mask_util.area(dets[0]["segmentation"]) == 34 * 56
+    assert [a["area"] for a in gt["annotations"]] == [56.0 * 56, 56.0 * 56]  # Medium objects.
+    # IoU thresholds 0.50, 0.55, 0.60: both detections match -> AP 1. At
+    # 0.65..0.95 (7 of 10): TP (0.9) then FP (0.8), the 0.607 object missed:
+    # precision 1 up to recall 0.5, then nothing -> AP 51/101, recall 0.5.
+    got = coco.evaluate(gt, dets, iou_type="segm")
+    assert got["AP50"] == pytest.approx(1.0)
+    assert got["AP75"] == pytest.approx(51 / 101, abs=1e-6)
+    assert got["AP"] == pytest.approx((3 + 7 * 51 / 101) / 10, abs=1e-6)
+    assert got["APm"] == pytest.approx(got["AP"])
+    assert got["AR100"] == pytest.approx((3 + 7 * 0.5) / 10, abs=1e-6)
+    assert coco.evaluate(gt, dets)["AP"] == pytest.approx(1.0)  # Box IoU 1.
+
+
+def test_box_metrics_bin_objects_by_mask_area():
+    # A 40x40 box (1600: medium) whose mask is mask cells 0..6 of 28 on each
+    # axis: u = (x + 0.5 - 10) * 0.7 - 0.5 <= 6.5 for x = 10..19, so 10x10 = 100
+    # pixels (small).
+    image = _image(1, [[10, 10, 50, 50]], [0])
+    corner = np.zeros((1, 28, 28), np.float32)
+    corner[0, :7, :7] = 1
+    hit = _perfect([image])
+    plain = _ap([image], hit, ("cat",))
+    assert plain["APm"] == pytest.approx(1.0) and plain["APs"] == -1.0
+    gt = coco.ground_truth([_with_masks(image, corner)], ("cat",))
+    assert gt["annotations"][0]["area"] == 100.0
+    with_masks = coco.evaluate(gt, coco.detections(hit))
+    assert with_masks["APs"] == pytest.approx(1.0) and with_masks["APm"] == -1.0
+
+
+def test_segm_no_detections_and_inputs_unchanged():
+    gt, dets = _segm_scene()
+    got = coco.evaluate(gt, [], iou_type="segm")
+    for name, value in got.items():
+        assert value == (-1.0 if name in ("APs", "APl", "ARs", "ARl") else 0.0), name
+    gt_before, dets_before = copy.deepcopy(gt), copy.deepcopy(dets)
+    coco.evaluate(gt, dets, iou_type="segm")
+    assert gt == gt_before and dets == dets_before
+
+
+def test_segm_needs_rle_masks_of_the_image_size():
+    gt, dets = _segm_scene()
+    bare_gt = {**gt, "annotations": [{k: v for k, v in a.items() if k != "segmentation"} for a in gt["annotations"]]}
+    with pytest.raises(UserError, match=r"^Ground-truth annotation 0 has no 'segmentation'"):
+        coco.evaluate(bare_gt, dets, iou_type="segm")
+    assert coco.evaluate(bare_gt, dets)["AP"] == pytest.approx(1.0)  # bbox needs no masks.
+    bare = [dict(d) for d in dets]
+    del bare[1]["segmentation"]
+    with pytest.raises(UserError, match=r"^Detection 1 has no 'segmentation'"):
+        coco.evaluate(gt, bare, iou_type="segm")
+    small = [{**dets[0], "segmentation": coco.mask_rles(np.ones((1, 28, 28)), [[0, 0, 5, 5]], 10, 20)[0]}]
+    with pytest.raises(UserError, match=r"mask of size \[10, 20\] on image 1 of size \[200, 200\]"):
+        coco.evaluate(gt, small, iou_type="segm")
+    polygon = [{**dets[0], "segmentation": [[0, 0, 10, 0, 10, 10]]}]
+    with pytest.raises(UserError, match="polygon"):
+        coco.evaluate(gt, polygon, iou_type="segm")
+    with pytest.raises(UserError, match="iou_type is 'mask'"):
+        coco.evaluate(gt, dets, iou_type="mask")
+
+
+def test_mask_count_and_size_mismatch():
+    image = _image(1, [[0, 0, 10, 10], [5, 5, 20, 20]], [0, 0])
+    one_mask = coco.mask_rles(np.ones((1, 28, 28)), image.boxes[:1], 480, 640)
+    with pytest.raises(UserError, match="2 boxes but 1 masks"):
+        coco.ground_truth([dataclasses.replace(image, masks=one_mask)], CLASSES)
+    with pytest.raises(UserError, match="2 boxes but 1 masks"):
+        coco.detections([dataclasses.replace(_perfect([image])[0], masks=one_mask)])
+    wrong_size = coco.mask_rles(np.ones((2, 28, 28)), image.boxes, 48, 64)
+    with pytest.raises(UserError, match=r"image's size \[480, 640\]"):
+        coco.ground_truth([dataclasses.replace(image, masks=wrong_size)], CLASSES)
+
+
+def test_segmentation_json_round_trip(tmp_path):
+    gt, dets = _segm_scene()
+    assert gt["annotations"][0]["segmentation"]["size"] == [200, 200]
+    assert set(dets[0]) == {"image_id", "category_id", "bbox", "score", "segmentation"}
+    coco.write_json(str(tmp_path / "gt.json"), gt)
+    coco.write_json(str(tmp_path / "dets.json"), dets)
+    loaded_gt = coco.load_ground_truth(str(tmp_path / "gt.json"))
+    loaded_dets = coco.load_detections(str(tmp_path / "dets.json"))
+    assert loaded_gt == gt and loaded_dets == dets
+    assert coco.evaluate(loaded_gt, loaded_dets, "segm") == coco.evaluate(gt, dets, "segm")
+    # Polygons and uncompressed RLEs (COCO's crowd regions) load too.
+    loaded_gt["annotations"][0]["segmentation"] = [[0, 0, 56, 0, 56, 56, 0, 56]]
+    loaded_gt["annotations"][1]["segmentation"] = {"size": [200, 200], "counts": [100, 50, 39850]}
+    coco.write_json(str(tmp_path / "gt2.json"), loaded_gt)
+    assert coco.load_ground_truth(str(tmp_path / "gt2.json")) == loaded_gt
+
+
+def test_coco_eval_script_scores_masks(tmp_path):
+    gt, dets = _segm_scene()
+    coco.write_json(str(tmp_path / "gt.json"), gt)
+    coco.write_json(str(tmp_path / "dets.json"), dets)
+    result = _run_coco_eval(tmp_path / "gt.json", tmp_path / "dets.json", "--iou_type", "segm")
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    assert got == pytest.approx(coco.evaluate(gt, dets, iou_type="segm"))
+    assert got["AP75"] == pytest.approx(51 / 101, abs=1e-6)

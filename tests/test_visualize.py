@@ -90,6 +90,44 @@ def test_draw_detections_line_width_scales_with_image():
     assert row[100:103].all() and not row[103]  # 3 pixels wide at 900 pixels.
 
 
+def _draw_two_masks(image, masks):
+    boxes = np.array([[10, 40, 60, 100], [70, 30, 120, 70]], np.float32)  # [2, 4] xyxy
+    return visualize.draw_detections(
+        image, boxes, np.array([0, 1]), np.array([0.9, 0.5]), ["cat", "dog"], masks
+    )
+
+
+def test_draw_detections_fills_masks_in_box_colours():
+    image = np.full((128, 128, 3), 100, np.uint8)  # [H, W, 3] gray.
+    masks = np.zeros((2, 128, 128), bool)  # [2, H, W]
+    masks[0, 60:90, 5:50] = True  # Across box 0's left edge (x = 10).
+    masks[1, 40:60, 80:110] = True  # Inside box 1.
+    out = _draw_two_masks(image, masks)
+    plain = _draw_two_masks(image, None)
+    for index, (y, x) in enumerate([(70, 30), (50, 95)]):
+        colour = np.array(visualize.PALETTE[index], np.float64)
+        want = np.rint(100 * (1 - visualize.MASK_ALPHA) + colour * visualize.MASK_ALPHA)
+        np.testing.assert_array_equal(out[y, x], want)
+        assert np.abs(out[y, x] - colour).sum() < np.abs(100 - colour).sum()  # Towards the box colour.
+    assert tuple(out[70, 10]) == visualize.PALETTE[0]  # The outline lies on top of the fill.
+    outside = ~masks.any(axis=0)  # [H, W]
+    np.testing.assert_array_equal(out[outside], plain[outside])  # Nothing else changes.
+    np.testing.assert_array_equal(_draw_two_masks(image, list(masks)), out)  # A list of [H, W].
+    assert (image == 100).all()  # The input is not modified.
+
+
+def test_draw_detections_without_masks_unchanged():
+    image = np.full((128, 128, 3), 100, np.uint8)
+    boxes = np.array([[10, 40, 60, 100], [70, 30, 120, 70]], np.float32)  # [2, 4]
+    plain = visualize.draw_detections(image, boxes, np.array([0, 1]), np.array([0.9, 0.5]), ["cat", "dog"])
+    np.testing.assert_array_equal(_draw_two_masks(image, None), plain)
+    np.testing.assert_array_equal(_draw_two_masks(image, np.zeros((2, 128, 128), bool)), plain)
+    with pytest.raises(ValueError, match="2 detections but 1 masks"):
+        _draw_two_masks(image, np.zeros((1, 128, 128), bool))
+    with pytest.raises(ValueError, match="bool masks"):
+        _draw_two_masks(image, np.zeros((2, 64, 64), bool))
+
+
 def _touch(path, content=b""):
     with open(path, "wb") as f:
         f.write(content)
