@@ -18,6 +18,7 @@ from jaxvision.data.decode import (
     Decode,
     DetectionDecode,
     letterbox,
+    load_coco_segmentations,
 )
 from jaxvision.data.loader import TrainIterator, make_eval_iterator, make_train_iterator
 
@@ -30,6 +31,7 @@ __all__ = [
     "TrainIterator",
     "dataset_info",
     "letterbox",
+    "load_coco_segmentations",
     "load_source",
     "make_eval_iterator",
     "make_train_iterator",

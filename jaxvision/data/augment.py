@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from jaxvision.ops.roi_align import roi_align
+
 # Inception-style random-resized-crop ranges (Szegedy et al., 2015).
 _RRC_SCALE = (0.08, 1.0)  # Fraction of the image area kept.
 _RRC_RATIO = (3 / 4, 4 / 3)  # Range of width / height.
@@ -96,7 +98,8 @@ def detection_train(
     mean: float | Sequence[float],
     std: float | Sequence[float],
     min_size: float = 1.0,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+    masks: jax.Array | None = None,
+) -> tuple[jax.Array, ...]:
     """Random scale jitter (crop or pad), optional flip, then normalize.
 
     Per example, with s ~ Uniform(scale_range), the canvas is scaled by s
@@ -113,6 +116,13 @@ def detection_train(
     `flip`, image and boxes are mirrored together with probability 1/2
     (x0' = S - x1, x1' = S - x0).
 
+    Instance masks (G x G grids over their boxes, as `DetectionDecode`
+    makes them) stay the masks of their boxes: scaling and translating moves
+    a box and its mask together, so a mask changes only where its box is
+    clipped by the canvas: it is cropped to the visible part and resampled to
+    G x G (`roi_align`, bilinear at each cell centre). Flipped boxes get
+    mirrored masks; dropped boxes and padded rows get zeros.
+
     Each example's key is split into (jitter key, flip key); the jitter key
     drives `_scale_jitter_params`.
 
@@ -126,14 +136,17 @@ def detection_train(
         mean: Per-channel mean of the [0, 1]-scaled pixels.
         std: Per-channel standard deviation of the [0, 1]-scaled pixels.
         min_size: Boxes with a clipped width or height below this are dropped.
+        masks: Optional uint8 or float [B, M, G, G] instance masks in [0, 1],
+            one per box.
 
     Returns:
         (float32 [B, S, S, C] normalized images, float32 [B, M, 4] boxes,
-        bool [B, M] box_mask).
+        bool [B, M] box_mask), and float32 [B, M, G, G] masks in [0, 1] as a
+        fourth element when `masks` is given.
     """
     size = images.shape[1]  # S
 
-    def one(image, boxes, mask, key):
+    def one(image, boxes, mask, key, masks):
         jitter_key, flip_key = jax.random.split(key)
         s, tx, ty = _scale_jitter_params(jitter_key, size, scale_range)
         image = jax.image.scale_and_translate(
@@ -146,22 +159,56 @@ def detection_train(
             antialias=True,
         )  # [S, S, C], 0 outside the scaled image
         shift = jnp.stack([tx, ty, tx, ty])  # [4]
-        boxes = jnp.clip(boxes.astype(jnp.float32) * s + shift, 0, size)  # [M, 4]
+        moved = boxes.astype(jnp.float32) * s + shift  # [M, 4]
+        boxes = jnp.clip(moved, 0, size)  # [M, 4]
+        if masks is not None:
+            masks = _crop_masks(masks.astype(jnp.float32), moved, boxes)  # [M, G, G]
         if flip:
             flipped = jax.random.bernoulli(flip_key)
             x0, y0, x1, y1 = jnp.moveaxis(boxes, -1, 0)  # 4 x [M]
             mirrored = jnp.stack([size - x1, y0, size - x0, y1], axis=-1)  # [M, 4]
             image = jnp.where(flipped, image[:, ::-1], image)
             boxes = jnp.where(flipped, mirrored, boxes)
+            if masks is not None:
+                masks = jnp.where(flipped, masks[..., ::-1], masks)  # [M, G, G]
         width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]  # [M]
         # NaN compares False, so a NaN row is dropped and zeroed too.
         keep = mask & (width >= min_size) & (height >= min_size)  # [M]
         boxes = jnp.where(keep[:, None], boxes, 0.0)  # [M, 4]
-        return image, boxes, keep
+        if masks is None:
+            return image, boxes, keep
+        return image, boxes, keep, jnp.where(keep[:, None, None], masks, 0.0)
 
     keys = jax.random.split(rng, images.shape[0])  # [B] keys
-    images, boxes, box_mask = jax.vmap(one)(images, boxes, box_mask, keys)
-    return _normalize(images, mean, std), boxes, box_mask
+    images, *rest = jax.vmap(one)(images, boxes, box_mask, keys, masks)
+    return _normalize(images, mean, std), *rest
+
+
+def _crop_masks(masks: jax.Array, moved: jax.Array, clipped: jax.Array) -> jax.Array:
+    """Resamples each box's mask to the part of the box left after clipping.
+
+    Args:
+        masks: float32 [M, G, G], each a grid over its box `moved`.
+        moved: float32 [M, 4] xyxy boxes before clipping.
+        clipped: float32 [M, 4] the same boxes clipped to the canvas.
+
+    Returns:
+        float32 [M, G, G] grids over the clipped boxes; a mask is unchanged
+        where its box is not clipped (bilinear at cell centres is then the
+        identity). Rows with empty or non-finite boxes come out finite.
+    """
+    grid = masks.shape[-1]  # G
+    origin = jnp.tile(moved[:, :2], 2)  # [M, 4] (x0, y0, x0, y0)
+    extent = jnp.tile(moved[:, 2:] - moved[:, :2], 2)  # [M, 4] (w, h, w, h)
+    extent = jnp.where(extent > 0, extent, 1.0)  # Empty boxes are dropped later.
+    # The visible part of each box in its mask's cell coordinates.
+    region = jnp.nan_to_num((clipped - origin) / extent * grid)  # [M, 4]
+    crops = roi_align(
+        masks[..., None], region[:, None], output_size=(grid, grid),
+        spatial_scale=1.0, sampling_ratio=1,
+    )  # [M, 1, G, G, 1]: each mask is a one-image batch with one box.
+    # Bilinear weights sum to 1 only up to rounding.
+    return jnp.clip(crops[:, 0, ..., 0], 0.0, 1.0)  # [M, G, G]
 
 
 def detection_eval(

@@ -36,6 +36,8 @@ class DatasetInfo:
         image_shape: (H, W, C) of every image, or None when sizes vary.
         is_detection: Whether records hold object boxes ("objects", as in
             tfds `coco`) rather than one label per image.
+        has_instance_masks: Whether records hold an instance-id map
+            ("instances", as in `digit_detection` 1.1.0) giving each object's mask.
     """
 
     num_classes: int
@@ -43,6 +45,7 @@ class DatasetInfo:
     num_examples: dict[str, int]
     image_shape: tuple[int, int, int] | None
     is_detection: bool = False
+    has_instance_masks: bool = False
 
     @property
     def channels(self) -> int:
@@ -94,6 +97,7 @@ def dataset_info(name: str, data_dir: str | None = None) -> DatasetInfo:
         num_examples={s: info.splits[s].num_examples for s in info.splits},
         image_shape=None if None in shape else shape,
         is_detection=is_detection,
+        has_instance_masks="instances" in info.features,
     )
 
 
@@ -132,13 +136,33 @@ def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
         # their prepared copy is read from its directory without it.
         return _prepared_builder(name, data_dir)
     if builder.name in BUILTIN_DATASETS and not builder.is_prepared():
-        logging.info("Preparing %s in %s (first use).", name, builder.data_dir_root)
+        older = _older_prepared_versions(builder)
+        if older:
+            note = builder.RELEASE_NOTES.get(str(builder.version), "is newer")
+            logging.info(
+                "Preparing %s %s in %s (first use; version %s %s; the older %s copy "
+                "is left in place).", name, builder.version, builder.data_dir_root,
+                builder.version, note, " and ".join(older),
+            )
+        else:
+            logging.info("Preparing %s in %s (first use).", name, builder.data_dir_root)
         builder.download_and_prepare(
             file_format="array_record",
             # The data ships with the code; never ask GCS for a prepared copy.
             download_config=tfds.download.DownloadConfig(try_download_gcs=False),
         )
     return builder
+
+
+def _older_prepared_versions(builder: tfds.core.DatasetBuilder) -> list[str]:
+    """The versions of `builder`'s dataset older than its own prepared in its data dir."""
+    root = os.path.dirname(builder.data_dir)  # <data_dir>/<name>[/<config>]
+    return sorted(
+        (v for v in (os.listdir(root) if os.path.isdir(root) else [])
+         if tfds.core.Version.is_valid(v) and tfds.core.Version(v) < builder.version
+         and os.path.isfile(os.path.join(root, v, "dataset_info.json"))),
+        key=tfds.core.Version,
+    )
 
 
 def _prepared_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:

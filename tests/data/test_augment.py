@@ -298,3 +298,114 @@ def test_detection_train_boxes_match_a_numpy_reference():
         np.testing.assert_array_equal(out_mask[i], keep)
         np.testing.assert_allclose(out_boxes[i], expected, atol=1e-4)
     assert 0 < (mask & ~np.asarray(out_mask)).sum()  # Some real boxes dropped.
+
+
+# Instance masks travel with their boxes.
+
+
+def _l_shape_example(size=64, grid=28):
+    """A white L on black, its tight box and its G x G mask (from the host decode)."""
+    from jaxvision import data
+
+    shape = np.zeros((size, size), np.uint8)
+    shape[12:48, 16:24] = 1  # Vertical bar ...
+    shape[40:48, 16:44] = 1  # ... and foot pointing right: mirroring shows.
+    box = [16 / size, 12 / size, 44 / size, 48 / size]  # normalized xyxy
+    record = {"image": shape[..., None] * 255, "image/id": 0, "instances": shape[..., None],
+              "objects": {"bbox": [np.float32([box[1], box[0], box[3], box[2]])],
+                          "label": [np.int64(0)]}}
+    example = data.DetectionDecode(size, max_boxes=2, mask_size=grid)(record)
+    return example["image"], example["boxes"], example["box_mask"], example["masks"]
+
+
+def _paste(mask: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """bool [size, size]: pixels whose centre falls in `box` and in a mask cell >= 0.5."""
+    grid = mask.shape[-1]
+    x0, y0, x1, y1 = box
+    centres = np.arange(size) + 0.5
+    cols = np.floor((centres - x0) / (x1 - x0) * grid).astype(int)  # [S]
+    rows = np.floor((centres - y0) / (y1 - y0) * grid).astype(int)  # [S]
+    inside = (rows[:, None] >= 0) & (rows[:, None] < grid) & (cols >= 0) & (cols < grid)
+    values = mask[np.clip(rows, 0, grid - 1)[:, None], np.clip(cols, 0, grid - 1)]
+    return inside & (values >= 0.5)
+
+
+def test_detection_train_masks_stay_on_their_objects_through_crop_and_flip():
+    size, batch = 64, 32
+    image, boxes, box_mask, masks = _l_shape_example(size)
+    images, boxes, box_mask, masks = (
+        np.stack([a] * batch) for a in (image, boxes, box_mask, masks))
+    kwargs = {"scale_range": (1.2, 2.0), "mean": 0.0, "std": 1.0}
+    results = {}
+    for flip in (False, True):
+        out, out_boxes, out_mask, out_masks = map(np.asarray, _det_train(
+            images, boxes, box_mask, jax.random.key(4), flip=flip, masks=masks, **kwargs))
+        assert out_masks.dtype == np.float32 and out_masks.shape == (batch, 2, 28, 28)
+        assert (out_masks >= 0).all() and (out_masks <= 1).all()
+        clipped = 0
+        for i in np.flatnonzero(out_mask[:, 0]):
+            box = out_boxes[i, 0]
+            clipped += bool((box[:2] == 0).any() or (box[2:] == size).any())
+            pasted = _paste(out_masks[i, 0], box, size)
+            foreground = out[i, ..., 0] > 0.5
+            inter, union = (pasted & foreground).sum(), (pasted | foreground).sum()
+            # A box cut down to the L's empty corner shows no object: both empty.
+            assert inter > 0.85 * union or union == 0
+        assert clipped > batch // 4  # Many boxes are cut by the canvas edge.
+        np.testing.assert_array_equal(out_masks[:, 1], 0)  # Padding row.
+        results[flip] = out_boxes[:, 0], out_masks[:, 0]
+    # Same key, same jitter: flipped examples have the mirrored masks.
+    (plain_boxes, plain_masks), (flip_boxes, flip_masks) = results[False], results[True]
+    mirrored = np.stack([size - plain_boxes[:, 2], plain_boxes[:, 1],
+                         size - plain_boxes[:, 0], plain_boxes[:, 3]], -1)
+    was_flipped = np.all(np.abs(flip_boxes - mirrored) < 1e-4, axis=-1) & ~np.all(
+        np.abs(flip_boxes - plain_boxes) < 1e-4, axis=-1)
+    assert 0 < was_flipped.sum() < batch
+    np.testing.assert_array_equal(flip_masks[was_flipped], plain_masks[was_flipped][..., ::-1])
+    np.testing.assert_array_equal(flip_masks[~was_flipped], plain_masks[~was_flipped])
+
+
+def test_detection_train_masks_are_unchanged_when_no_box_is_clipped():
+    images = _images((4, 16, 16, 3))
+    boxes = np.zeros((4, 2, 4), np.float32)
+    boxes[:, 0] = [1.5, 2.0, 10.0, 12.25]
+    masks = np.random.default_rng(0).random((4, 2, 5, 5)).astype(np.float32)
+    mask = np.array([[True, False]] * 4)
+    *_, out_masks = _det_train(images, boxes, mask, jax.random.key(0), scale_range=(1.0, 1.0),
+                               flip=False, mean=_MEAN, std=_STD, masks=masks)
+    np.testing.assert_allclose(out_masks[:, 0], masks[:, 0], atol=1e-6)
+    np.testing.assert_array_equal(out_masks[:, 1], 0)
+
+
+def test_detection_train_masks_of_dropped_boxes_and_padding_are_zero():
+    size = 32
+    images = _rectangle_images(32, size, (28, 28, 32, 32))
+    boxes = np.zeros((32, 5, 4), np.float32)
+    boxes[:, 0] = (28, 28, 32, 32)  # Scaled by 2 it is in view only near the largest shift.
+    boxes[:, 1] = [10.0, 10.0, 10.4, 20.0]  # 0.8 px wide at scale 2: always dropped.
+    boxes[:, 2] = [5.0, 5.0, 5.0, 5.0]  # No area at all: dropped, no NaN.
+    boxes[:, 3] = [1.0, 1.0, 9.0, 9.0]  # Padding with garbage.
+    boxes[:, 4] = np.nan  # Padding that is NaN.
+    mask = np.array([[True, True, True, False, False]] * 32)
+    masks = np.ones((32, 5, 6, 6), np.uint8)
+    _, _, out_mask, out_masks = map(np.asarray, _det_train(
+        images, boxes, mask, jax.random.key(2), scale_range=(2.0, 2.0), flip=True,
+        mean=0.0, std=1.0, masks=masks))
+    assert np.isfinite(out_masks).all()
+    assert not out_mask[:, 1:].any() and out_mask[:, 0].any() and not out_mask[:, 0].all()
+    np.testing.assert_array_equal(out_masks[~out_mask], 0)
+    # A full mask stays full on whatever part of its box is left.
+    np.testing.assert_allclose(out_masks[out_mask], 1.0, atol=1e-6)
+
+
+def test_detection_train_without_masks_is_unchanged_by_the_mask_path():
+    images = _images((8, 24, 24, 3))
+    boxes = np.tile(np.float32([[2, 3, 20, 22], [0, 0, 0, 0]]), (8, 1, 1))
+    mask = np.array([[True, False]] * 8)
+    kwargs = {"scale_range": (0.5, 1.5), "flip": True, "mean": _MEAN, "std": _STD}
+    without = _det_train(images, boxes, mask, jax.random.key(5), **kwargs)
+    with_masks = _det_train(images, boxes, mask, jax.random.key(5),
+                            masks=np.ones((8, 2, 4, 4), np.uint8), **kwargs)
+    assert len(without) == 3 and len(with_masks) == 4
+    for a, b in zip(without, with_masks[:3], strict=True):
+        np.testing.assert_array_equal(a, b)

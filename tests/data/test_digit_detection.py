@@ -1,11 +1,15 @@
 """The "digit_detection" builder: canvases of real digits with tight, bounded boxes."""
 
+import hashlib
+import os
+from unittest import mock
+
 import numpy as np
 import pytest
 
 from jaxvision import data
+from jaxvision.data import datasets, digits
 from jaxvision.data import digit_detection as dd
-from jaxvision.data import digits
 
 _SIZE = dd.CANVAS_SIZE
 
@@ -98,20 +102,22 @@ def test_single_digit_box_is_tight():
     images, labels = digits.load_digits_uint8()
     for seed, i in enumerate(range(0, 1797, 60)):
         rng = np.random.default_rng(seed)
-        image, boxes, out_labels = dd.make_canvas(rng, images[[i]], labels[[i]])
+        image, boxes, out_labels, instances = dd.make_canvas(rng, images[[i]], labels[[i]])
         assert image.dtype == np.uint8 and image.shape == (_SIZE, _SIZE, 1)
         assert boxes.dtype == np.float32 and boxes.shape == (1, 4)
         assert out_labels.dtype == np.int64
         np.testing.assert_array_equal(out_labels, [labels[i]])
         np.testing.assert_array_equal(boxes[0], _ink_box(image))
         assert (boxes[0, 2:] - boxes[0, :2] <= dd.MAX_GLYPH_SIZE).all()
+        assert instances.dtype == np.uint8 and instances.shape == (_SIZE, _SIZE, 1)
+        np.testing.assert_array_equal(instances, image >= dd.INK_THRESHOLD)
 
 
 def test_glyphs_without_ink_are_skipped():
     images, labels = digits.load_digits_uint8()
     blank = np.full_like(images[:1], dd.INK_THRESHOLD - 1)  # Faint, never ink.
     glyphs = np.concatenate([blank, images[5:6]])  # [2, 8, 8, 1]
-    image, boxes, out_labels = dd.make_canvas(
+    image, boxes, out_labels, _ = dd.make_canvas(
         np.random.default_rng(0), glyphs, np.array([3, labels[5]])
     )
     np.testing.assert_array_equal(out_labels, [labels[5]])
@@ -122,13 +128,14 @@ def test_glyphs_without_ink_are_skipped():
 
 def test_crowded_canvas_drops_digits_but_bounds_overlap():
     images, labels = digits.load_digits_uint8()
-    image, boxes, out_labels = dd.make_canvas(
+    image, boxes, out_labels, instances = dd.make_canvas(
         np.random.default_rng(0), images[:60], labels[:60]
     )
     assert 1 < len(boxes) < 60  # 60 digits of 12..48 px cannot all fit.
     assert _is_subsequence(out_labels.tolist(), labels[:60].tolist())
     _assert_overlap_bounded(boxes)
     assert image.max() == 255
+    _assert_instances_match(image, boxes, instances)
 
 
 def test_generation_is_deterministic():
@@ -169,9 +176,122 @@ def test_test_canvases_use_only_unseen_digits(digit_detection_dir):
 def test_records_round_trip_make_canvas(digit_detection_dir):
     for split in dd.SPLITS:
         records = _records(split, digit_detection_dir, 5)
-        for record, (image, boxes, labels) in zip(
+        for record, (image, boxes, labels, instances) in zip(
             records, dd.generate_canvases(split, 5), strict=True
         ):
             np.testing.assert_array_equal(record["image"], image)
             np.testing.assert_array_equal(_pixel_boxes(record), boxes)
             np.testing.assert_array_equal(record["objects"]["label"], labels)
+            assert record["instances"].dtype == np.uint8
+            np.testing.assert_array_equal(record["instances"], instances)
+
+
+def _assert_instances_match(image: np.ndarray, boxes: np.ndarray, instances: np.ndarray):
+    """The id map labels exactly the canvas's ink, each id inside its own box."""
+    ids = instances[..., 0]  # [H, W]
+    np.testing.assert_array_equal(ids > 0, image[..., 0] >= dd.INK_THRESHOLD)
+    assert ids.max() <= len(boxes)
+    for i, (x0, y0, x1, y1) in enumerate(boxes.astype(int)):
+        rows, cols = np.nonzero(ids == i + 1)
+        assert rows.size > 0  # No digit is hidden entirely by others.
+        assert y0 <= rows.min() and rows.max() < y1
+        assert x0 <= cols.min() and cols.max() < x1
+
+
+def test_instances_label_exactly_the_ink_of_each_object(digit_detection_dir):
+    records = _records("test", digit_detection_dir) + _records("train", digit_detection_dir, 500)
+    for record in records:
+        assert record["instances"].shape == (_SIZE, _SIZE, 1)
+        _assert_instances_match(record["image"], _pixel_boxes(record), record["instances"])
+    info = data.dataset_info("digit_detection", digit_detection_dir)
+    assert info.has_instance_masks
+
+
+class _ScriptedRng:
+    """Stands in for `make_canvas`'s generator: given glyph sides, then one corner each."""
+
+    def __init__(self, sides, corners):
+        self._draws = iter([np.array(sides), *(np.array([c] * 20) for c in corners)])
+
+    def integers(self, *args, **kwargs):
+        del args, kwargs
+        return next(self._draws)
+
+
+def test_overlapping_ink_goes_to_the_brighter_digit_then_the_later_one():
+    # Four flat 12x12 glyphs: A (200) at the top-left, B (100) overlapping its
+    # right 3 columns, C (200) overlapping B's right 3 columns, D (200) below A
+    # overlapping its bottom 3 rows (and B's corner).
+    glyphs = np.array([200, 100, 200, 200], np.uint8)[:, None, None, None] * np.ones(
+        (1, 8, 8, 1), np.uint8
+    )
+    corners = [(0, 0), (9, 0), (18, 0), (0, 9)]  # (x, y) of A, B, C, D.
+    image, boxes, _, instances = dd.make_canvas(
+        _ScriptedRng([12] * 4, corners), glyphs, np.arange(4)
+    )
+    np.testing.assert_array_equal(boxes, [[0, 0, 12, 12], [9, 0, 21, 12],
+                                          [18, 0, 30, 12], [0, 9, 12, 21]])
+    expected = np.zeros((_SIZE, _SIZE), np.uint8)
+    expected[0:12, 0:12] = 1  # A ...
+    expected[0:12, 12:18] = 2  # ... beats B (200 > 100) on columns 9-11.
+    expected[0:12, 18:30] = 3  # C beats B (200 > 100) on columns 18-20.
+    expected[9:21, 0:12] = 4  # D ties A (200 = 200) and is later; beats B.
+    np.testing.assert_array_equal(instances[..., 0], expected)
+    _assert_instances_match(image, boxes, instances)
+
+
+# sha256 of (image, float32 boxes, int64 labels) of the first 500 canvases of
+# each split, recorded from version 1.0.0: 1.1.0 only adds "instances".
+_V1_CANVAS_SHA256 = {
+    "train": "d7cd92b081605221f714530de0e7cbb7593aa5b23fd1f1e34c040cda2c65a7d7",
+    "test": "8dd9881000c0c6ecf06ceb81f9970b12bf3ec53e5d71441f010dfaf2d5c109e9",
+}
+# The same for the prepared 1.0.0 records (image, "bbox", "label").
+_V1_RECORD_SHA256 = {
+    "train": "5c44ca18d77c5b3eb201e99098d77428f56d6d3a8e68399412e89f757451c615",
+    "test": "f30c4dd493a48fa6aea018cbabe578e2d85b63bbe3c3fb6557146f444a57e8d3",
+}
+
+
+def _sha256(arrays) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def test_version_1_1_0_keeps_the_canvases_boxes_and_labels_of_1_0_0(digit_detection_dir):
+    assert str(dd.DigitDetection.VERSION) == "1.1.0"
+    assert "instance mask" in dd.DigitDetection.RELEASE_NOTES["1.1.0"]
+    for split in dd.SPLITS:
+        canvases = [
+            a for image, boxes, labels, _ in dd.generate_canvases(split, 500)
+            for a in (image, boxes.astype(np.float32), labels.astype(np.int64))
+        ]
+        assert _sha256(canvases) == _V1_CANVAS_SHA256[split]
+        records = [
+            a for r in _records(split, digit_detection_dir, 500)
+            for a in (r["image"], np.asarray(r["objects"]["bbox"], np.float32),
+                      np.asarray(r["objects"]["label"], np.int64))
+        ]
+        assert _sha256(records) == _V1_RECORD_SHA256[split]
+
+
+def test_a_data_dir_with_only_1_0_0_gets_1_1_0_built_with_a_reason(tmp_path):
+    old = tmp_path / "digit_detection" / "1.0.0"
+    old.mkdir(parents=True)
+    (old / "dataset_info.json").write_text("{}")
+    with (
+        mock.patch.object(dd.DigitDetection, "download_and_prepare") as prepare,
+        mock.patch.object(datasets.logging, "info") as info,
+    ):
+        builder = datasets._builder("digit_detection", str(tmp_path))
+    prepare.assert_called_once()
+    assert str(builder.version) == "1.1.0"
+    message = info.call_args.args[0] % info.call_args.args[1:]
+    assert message == (
+        f"Preparing digit_detection 1.1.0 in {tmp_path} (first use; version 1.1.0 adds "
+        'an instance mask per digit ("instances"), with the canvases, boxes and labels '
+        "of 1.0.0; the older 1.0.0 copy is left in place)."
+    )
+    assert os.path.isfile(old / "dataset_info.json")
