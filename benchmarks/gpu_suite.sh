@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared command for a GPU machine (one H100/H200); about 8 minutes:
+# The one prepared command for a GPU machine (one H100/H200); about 11 minutes:
 #
 #   bash benchmarks/make_wheels.sh   # once, where PyPI is reachable: fills .whl/
 #   bash benchmarks/gpu_suite.sh     # on the GPU machine, .whl/ carried along
@@ -37,7 +37,7 @@ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv ||
 python3 -c "import jax, torch; print('jax', jax.__version__, jax.devices()); print('torch', torch.__version__)"
 
 if python3 -c "import jax; jax.devices('gpu')" 2> /dev/null; then
-  timeout "${SUITE_TIMEOUT:-420}" python3 scripts/benchmark.py --suite gpu --timeout 150 \
+  timeout "${SUITE_TIMEOUT:-540}" python3 scripts/benchmark.py --suite gpu --timeout 150 \
     --json "$OUT/suite.json" | tee "$OUT/suite.md"
 else
   echo "JAX sees no GPU here: the GPU suite is skipped (CUDA jax wheels installed?)." \

@@ -3,9 +3,10 @@
 Blocks every config uses: `base` (seed, task, dtype, mesh, step count,
 checkpoints kept, profiling), `tfds_data`, `adamw` / `sgd` (each holds the
 fields of both optimizers and every schedule), `smoke` and `parse_variant`.
-Detection: `detect` (post-processing) and the two training recipes that an
-FCOS and a RetinaNet config share, `digit_detection` and `coco_1x`; the
-detector config then adds its own head settings.
+Detection: `detect` (post-processing) and the two training recipes that all
+detector configs share, `digit_detection` and `coco_1x`; they hold the
+dense heads' (FCOS, RetinaNet) or the two-stage detectors' (Faster and Mask
+R-CNN) model fields, and the detector config then adds its own settings.
 
 A value that only one config uses stays in that config, with its reason.
 """
@@ -170,34 +171,71 @@ def smoke(
                   checkpoint_every_steps=checkpoint_every_steps or steps)
 
 
+TWO_STAGE = ("faster_rcnn", "mask_rcnn")  # The other detectors are dense (one stage).
+
+
 def detect(nms_iou: float) -> ml_collections.ConfigDict:
-    """`config.detect`: a dense detector's post-processing (eval and predict).
+    """`config.detect`: a detector's post-processing (eval and predict).
 
     Args:
       nms_iou: the class-aware NMS threshold (each detector paper has its own).
     """
     return ml_collections.ConfigDict({
         "score_threshold": 0.05,
-        "pre_nms_topk": 1000,  # Candidates per pyramid level before NMS.
+        # Candidates before NMS: (location, class) pairs per pyramid level for a
+        # dense detector, (proposal, class) pairs per image for a two-stage one.
+        "pre_nms_topk": 1000,
         "nms_iou": nms_iou,
         "max_detections": 100,  # Per image, as COCO's AR100 counts.
     })
 
 
 def _tiny_detector(config: ml_collections.ConfigDict) -> None:
-    """The smoke variants' detector: a few channels, one head conv, 64 px canvases, no warmup."""
-    config.model.update(backbone_width=8, fpn_features=16, norm_groups=4, head_convs=1)
+    """The smoke variants' detector: a few channels, small heads, 64 px canvases, no warmup."""
+    config.model.update(backbone_width=8, fpn_features=16)
+    if config.model.name in TWO_STAGE:
+        config.model.update(
+            box_head_features=32, rpn_batch_size=64, roi_batch_size=32,
+            rpn_pre_nms_topk_train=100, rpn_post_nms_topk_train=50,
+            rpn_pre_nms_topk_test=100, rpn_post_nms_topk_test=50, mask_head_convs=1,
+        )
+    else:
+        config.model.update(norm_groups=4, head_convs=1)
     config.data.image_size = 64
     config.optimizer.warmup_epochs = 0
 
 
-def digit_detection(detector: str, variant: str, nms_iou: float) -> ml_collections.ConfigDict:
-    """A dense detector on `digit_detection`: all but the head settings of its config.
+def _digit_model(detector: str) -> ml_collections.ConfigDict:
+    """`config.model` of a detector on `digit_detection`: a narrow ResNet-18 FPN."""
+    model = ml_collections.ConfigDict({
+        "name": detector, "backbone": "resnet18",
+        "backbone_width": 16,  # A quarter of ResNet-18's width: CPU-sized.
+        "fpn_features": 64,
+    })
+    if detector not in TWO_STAGE:
+        model.head_convs = 2  # The paper's 4 convs add little on 10 simple classes.
+        model.norm_groups = 16
+        return model
+    # Two-stage: torchvision's recipe scaled to 128 px canvases of <= 6 digits.
+    model.anchor_scale = 4.0  # 16 px anchors on P2 (torchvision: 32 px), the digits are 9-60 px.
+    model.rpn_pre_nms_topk_train = 500  # Per level (torchvision 2,000, on 800 px images).
+    model.rpn_post_nms_topk_train = 200  # Per image (torchvision 2,000).
+    model.rpn_pre_nms_topk_test = 300
+    model.rpn_post_nms_topk_test = 100
+    model.roi_batch_size = 64  # At most 16 positives: plenty for <= 6 digits (torchvision 512).
+    model.box_head_features = 256  # torchvision 1,024.
+    model.mask_head_convs = 2  # torchvision 4.
+    return model
 
-    Shared by configs/digit_detection_fcos.py and digit_detection_retinanet.py.
+
+def digit_detection(detector: str, variant: str, nms_iou: float) -> ml_collections.ConfigDict:
+    """A detector on `digit_detection`: all but the detector's own settings of its config.
+
+    Shared by configs/digit_detection_fcos.py, _retinanet.py, _faster_rcnn.py
+    and _mask_rcnn.py.
 
     Args:
-      detector: the model name ("fcos", "retinanet").
+      detector: the model name ("fcos", "retinanet", "faster_rcnn", "mask_rcnn").
       variant: as returned by `parse_variant`.
       nms_iou: the detector's NMS threshold.
     """
@@ -206,6 +244,8 @@ def digit_detection(detector: str, variant: str, nms_iou: float) -> ml_collectio
         "digit_detection", eval_split="test",
         image_size=128,  # Canvas side: the longer image side is resized to it.
         max_boxes=8,  # Padded boxes per image; canvases hold at most 6 digits.
+        # Instance masks per box, G x G over the box (0: none); the digits span 12-48 px.
+        mask_size=32 if detector == "mask_rcnn" else 0,
     )
     config.augment = ml_collections.ConfigDict({
         # Random rescaling with crop/pad to the canvas; digits keep their identity
@@ -215,13 +255,7 @@ def digit_detection(detector: str, variant: str, nms_iou: float) -> ml_collectio
         "min_box_size": 2.0,  # Boxes cut to less than 2 px by the crop are dropped.
         "mean": (0.5,), "std": (0.5,),
     })
-    config.model = ml_collections.ConfigDict({
-        "name": detector, "backbone": "resnet18",
-        "backbone_width": 16,  # A quarter of ResNet-18's width: CPU-sized.
-        "fpn_features": 64,
-        "head_convs": 2,  # The paper's 4 convs add little on 10 simple classes.
-        "norm_groups": 16,
-    })
+    config.model = _digit_model(detector)
     config.detect = detect(nms_iou)
 
     config.batch_size = 32  # Global; must divide over the devices.
@@ -235,7 +269,8 @@ def digit_detection(detector: str, variant: str, nms_iou: float) -> ml_collectio
 
     if variant == "smoke":
         _tiny_detector(config)
-        config.model.levels = (3, 4, 5)
+        if detector not in TWO_STAGE:
+            config.model.levels = (3, 4, 5)
         config.data.eval_split = "test[:64]"
         smoke(config, steps=2, eval_batch_size=32)
     return config
@@ -247,11 +282,12 @@ _COCO_STEPS_PER_EPOCH = 118_287 // _COCO_BATCH_SIZE  # coco/2017 train images pe
 
 
 def coco_1x(detector: str, variant: str, nms_iou: float) -> ml_collections.ConfigDict:
-    """A dense detector, ResNet-50 FPN, on COCO 2017 with Detectron2's 1x schedule.
+    """A detector, ResNet-50 FPN, on COCO 2017 with Detectron2's 1x schedule.
 
-    All but the head settings of its config (arguments as for
-    `digit_detection`); shared by configs/coco_fcos_r50_fpn.py and
-    coco_retinanet_r50_fpn.py.
+    All but the detector's own settings of its config (arguments as for
+    `digit_detection`); shared by configs/coco_fcos_r50_fpn.py,
+    _retinanet_r50_fpn.py, _faster_rcnn_r50_fpn.py and _mask_rcnn_r50_fpn.py.
+    Two-stage detectors keep `FasterRCNN`'s defaults (torchvision's).
     """
     config = base("detection", dtype="bfloat16")
     config.data = tfds_data(
@@ -260,6 +296,12 @@ def coco_1x(detector: str, variant: str, nms_iou: float) -> ml_collections.Confi
         max_boxes=100,  # Padded boxes per image (COCO 2017 has at most 93).
         worker_count=8,  # JPEG decoding and resizing in grain worker processes.
         cache=False,  # 118k images do not fit in RAM.
+        # Instance masks per box, G x G over the box (0: none), for Mask R-CNN.
+        mask_size=56 if detector == "mask_rcnn" else 0,
+        # COCO instances JSON files (annotations/instances_{train,val}2017.json):
+        # tfds coco/2017 has no masks, Mask R-CNN reads them from these files.
+        train_annotations=placeholder(str),
+        eval_annotations=placeholder(str),
     )
     config.augment = ml_collections.ConfigDict({
         "scale_range": (1.0, 1.0),  # 1x: no scale jitter (3x recipes use it).
@@ -269,8 +311,9 @@ def coco_1x(detector: str, variant: str, nms_iou: float) -> ml_collections.Confi
     })
     config.model = ml_collections.ConfigDict({
         "name": detector, "backbone": "resnet50", "backbone_width": 64, "fpn_features": 256,
-        "head_convs": 4, "norm_groups": 32,
     })
+    if detector not in TWO_STAGE:
+        config.model.update(head_convs=4, norm_groups=32)
     config.detect = detect(nms_iou)
 
     config.batch_size = _COCO_BATCH_SIZE  # Global; must divide over the devices.
@@ -288,6 +331,6 @@ def coco_1x(detector: str, variant: str, nms_iou: float) -> ml_collections.Confi
     if variant == "smoke":
         _tiny_detector(config)
         config.model.backbone = "resnet18"
-        config.data.update(max_boxes=8, worker_count=0)
+        config.data.update(max_boxes=8, worker_count=0, mask_size=min(config.data.mask_size, 16))
         smoke(config, steps=2)
     return config

@@ -156,23 +156,25 @@ def reference_train_step(
 
     `images` float `[B, H, W, C]`, already normalized. The loss is
     cross-entropy on `targets["label"]` `[B]` for classifiers, and the
-    detector's own `model.loss` on `targets["boxes"]`, `["labels"]` and
-    `["box_mask"]` for detectors (models with a `loss` method).
+    detector's own `training_loss` on `targets["boxes"]`, `["labels"]` and
+    `["box_mask"]` (and `["masks"]`) for detectors.
     """
+    variables = {"batch_stats": batch_stats}
+    rngs = {"dropout": rng, "sampling": rng}
 
     def loss_fn(params):
-        outputs, updates = model.apply(
-            {"params": params, "batch_stats": batch_stats}, images, train=True,
-            rngs={"dropout": rng}, mutable=["batch_stats"],
-        )  # classifier: logits [B, K]; detector: per-location predictions
-        if hasattr(model, "loss"):
-            loss, _ = model.loss(
-                outputs, targets["boxes"], targets["labels"], targets["box_mask"],
-                images.shape[1:3],
+        if hasattr(model, "training_loss"):  # A detector: its outputs are its business.
+            (loss, _), updates = model.apply(
+                {**variables, "params": params}, images, targets, method="training_loss",
+                rngs=rngs, mutable=["batch_stats"],
             )
         else:
+            logits, updates = model.apply(
+                {**variables, "params": params}, images, train=True, rngs=rngs,
+                mutable=["batch_stats"],
+            )  # [B, K]
             loss = optax.softmax_cross_entropy_with_integer_labels(
-                outputs, targets["label"]
+                logits, targets["label"]
             ).mean()
         return loss, updates.get("batch_stats", batch_stats)
 

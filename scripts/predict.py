@@ -1,4 +1,4 @@
-"""Runs a trained detector on an image (or a folder of images) and draws its boxes.
+"""Runs a trained detector on an image (or a folder of images) and draws its boxes (and masks).
 
   python scripts/predict.py --config configs/digit_detection_fcos.py \
       --workdir runs/digit_detection_fcos --image in.png --out out.png
@@ -6,9 +6,10 @@
 
 Each image goes through the same host resize as the dataset (`data.letterbox`:
 longer side to config.data.image_size), the detector and its post-processing; boxes are drawn
-on the original image with class names and scores. `--json` writes every
-detection (score >= config.detect.score_threshold) in COCO results format,
-in original pixels, with image ids numbering the inputs (a folder's in sorted
+on the original image with class names and scores, and a Mask R-CNN's masks as
+translucent fills in the box colour. `--json` writes every detection (score >=
+config.detect.score_threshold) in COCO results format, in original pixels (with
+a "segmentation" RLE per detection for Mask R-CNN), with image ids numbering the inputs (a folder's in sorted
 order) and their file names. In a folder, an image that cannot be read is skipped
 with a warning, leaving its image id unused; if none can be read, the script fails
 without writing `--json`. A single `--image` that cannot be read is an error.
@@ -60,13 +61,19 @@ def main(argv):
         boxes = detection.to_original_pixels(dets["boxes"][0][valid], scale)  # [D, 4]
         scores, labels = dets["scores"][0][valid], dets["labels"][0][valid]
         shown = scores >= _DRAW_THRESHOLD.value
+        height, width = image.shape[:2]
+        rles = masks = None
+        if "masks" in dets:  # [D, m, m] over each box -> image pixels.
+            rles = coco.mask_rles(dets["masks"][0][valid], boxes, height, width)
+            masks = [coco.paste_mask(m, b, height, width)
+                     for m, b in zip(dets["masks"][0][valid][shown], boxes[shown], strict=True)]
         drawn = visualize.draw_detections(
-            image, boxes[shown], labels[shown], scores[shown], exp.info.class_names
+            image, boxes[shown], labels[shown], scores[shown], exp.info.class_names, masks=masks
         )
         out = os.path.join(_OUT.value, os.path.basename(path)) if folder else _OUT.value
         visualize.save_image(out, drawn)
         logging.info("%s: %d detections (%d drawn) -> %s", path, len(scores), shown.sum(), out)
-        for result in coco.detections([coco.ImageDetections(image_id, boxes, scores, labels)]):
+        for result in coco.detections([coco.ImageDetections(image_id, boxes, scores, labels, rles)]):
             results.append({**result, "file_name": os.path.basename(path)})
     if skipped:
         logging.warning("Skipped %d of %d images that could not be read: %s",

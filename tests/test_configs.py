@@ -49,10 +49,13 @@ EVERY_CONFIG_KEYS = {
 TASK_KEYS = {
     "classification": {"data.resize_size", "augment.crop_size", "augment.pad",
                        "augment.random_resized_crop", "label_smoothing"},
-    "detection": {"data.image_size", "data.max_boxes", "augment.scale_range",
+    "detection": {"data.image_size", "data.max_boxes", "data.mask_size", "augment.scale_range",
                   "augment.min_box_size", "detect.score_threshold", "detect.pre_nms_topk",
                   "detect.nms_iou", "detect.max_detections"},
 }
+
+# Fields only one dataset has: tfds coco/2017 has no masks, its instances JSON files do.
+DATASET_KEYS = {"coco/2017": {"data.train_annotations", "data.eval_annotations"}}
 
 
 def _load(name, arg=None):
@@ -98,9 +101,10 @@ def _the_error_line(result) -> str:
 
 def test_all_configs_are_listed():
     assert CONFIGS == [
-        "cifar10_resnet18", "coco_fcos_r50_fpn", "coco_retinanet_r50_fpn",
-        "digit_detection_fcos", "digit_detection_retinanet", "digits_cnn",
-        "imagenet_resnet50", "mnist_cnn",
+        "cifar10_resnet18", "coco_faster_rcnn_r50_fpn", "coco_fcos_r50_fpn",
+        "coco_mask_rcnn_r50_fpn", "coco_retinanet_r50_fpn", "digit_detection_faster_rcnn",
+        "digit_detection_fcos", "digit_detection_mask_rcnn", "digit_detection_retinanet",
+        "digits_cnn", "imagenet_resnet50", "mnist_cnn",
     ]
 
 
@@ -118,7 +122,8 @@ def test_config_docstring_has_command_and_expected_result(name):
 def test_config_has_exactly_the_fields_of_its_task(name, variant):
     config = _load(name, variant)
     keys = {k for k in _flat_keys(json.loads(config.to_json())) if not k.startswith("model.")}
-    assert keys == EVERY_CONFIG_KEYS | TASK_KEYS[config.task]
+    assert keys == EVERY_CONFIG_KEYS | TASK_KEYS[config.task] | DATASET_KEYS.get(
+        config.data.name, set())
     assert config.model.name
     # smoke shrinks the run; it never turns a key on or off (beyond model sizes).
     default = json.loads(_load(name).to_json())
@@ -226,22 +231,43 @@ def test_catalog_smoke_config_trains_on_mock_data(name, tmp_path):
     assert evals and evals[-1]["num_examples"] == 16
 
 
-@pytest.mark.parametrize("name", ["coco_fcos_r50_fpn", "coco_retinanet_r50_fpn"])
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n.startswith("coco_")])
 def test_coco_configs_are_the_1x_recipe(name):
     config = _load(name)
     assert config.data.name == "coco/2017" and config.model.backbone == "resnet50"
     assert config.batch_size == 16 and config.num_train_steps == 90_000
-    assert config.optimizer.learning_rate == 0.01 and config.optimizer.schedule == "step"
+    two_stage = config.model.name in ("faster_rcnn", "mask_rcnn")
+    assert config.optimizer.learning_rate == (0.02 if two_stage else 0.01)  # Detectron2's.
+    assert config.optimizer.schedule == "step"
     steps_per_epoch = 118_287 // 16
     assert round(config.optimizer.warmup_epochs * steps_per_epoch) == 1_000
     assert [round(e * steps_per_epoch) for e in config.optimizer.decay_epochs] == [60_000, 80_000]
 
 
-def test_coco_smoke_config_trains_on_mock_data(coco_dir, tmp_path):
-    config = _load("coco_fcos_r50_fpn", "smoke")
+@pytest.mark.parametrize("name", ["coco_fcos_r50_fpn", "coco_mask_rcnn_r50_fpn"])
+def test_coco_smoke_config_trains_on_mock_data(name, coco_dir, coco_annotations, tmp_path):
+    config = _load(name, "smoke")
     config.data.data_dir = coco_dir
+    config.data.train_annotations = coco_annotations["train"]
+    config.data.eval_annotations = coco_annotations["validation"]
     state = train.train_and_evaluate(config, str(tmp_path))
     assert int(state.step) == config.num_train_steps
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if r["split"] == "validation"]
     assert evals and evals[-1]["num_images"] == 8 and "AP50" in evals[-1]
+    if config.model.name == "mask_rcnn":  # Masks from the COCO files' polygons and RLEs.
+        assert "mask_AP50" in evals[-1] and config.data.mask_size == 16
+
+
+def test_coco_segmentation_that_does_not_parse_is_one_error(coco_dir, coco_annotations, tmp_path):
+    with open(coco_annotations["train"]) as f:
+        annotations = json.load(f)
+    for bad in annotations["annotations"]:  # Break every mask: the first batch meets one.
+        bad["segmentation"] = {"counts": "not an rle", "size": [1, 1]}
+    path = tmp_path / "instances_train2017.json"
+    path.write_text(json.dumps(annotations))
+    config = _load("coco_mask_rcnn_r50_fpn", "smoke")
+    config.data.update(data_dir=coco_dir, train_annotations=str(path),
+                       eval_annotations=coco_annotations["validation"])
+    with pytest.raises(UserError, match=r"annotation \d+ .*instances_train2017.json"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))

@@ -7,6 +7,7 @@ import flax.linen as nn
 
 from jaxvision.errors import UserError
 from jaxvision.models.cnn import CNN
+from jaxvision.models.faster_rcnn import FasterRCNN
 from jaxvision.models.fcos import FCOS
 from jaxvision.models.fpn import FPN
 from jaxvision.models.resnet import (
@@ -29,6 +30,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     # Detectors: backbone, FPN and head are fields (backbone="resnet50", ...).
     "fcos": FCOS,
     "retinanet": RetinaNet,
+    "faster_rcnn": FasterRCNN,
+    "mask_rcnn": partial(FasterRCNN, with_masks=True),
 }
 
 
@@ -55,6 +58,7 @@ __all__ = [
     "RESNET_DEPTHS",
     "BasicBlock",
     "BottleneckBlock",
+    "FasterRCNN",
     "ResNet",
     "ResNetBackbone",
     "RetinaNet",

@@ -25,6 +25,7 @@ from flax.typing import Dtype, Initializer
 
 from jaxvision.models.fpn import FPN
 from jaxvision.models.resnet import resnet_backbone
+from jaxvision.ops import nms
 
 # Both papers initialize head convs from N(0, 0.01) with zero bias.
 head_init = nn.initializers.normal(stddev=0.01)
@@ -104,6 +105,8 @@ def backbone_pyramid(
     param_dtype: Dtype,
     images: jax.Array,
     train: bool,
+    min_level: int = 3,
+    max_level: int = 7,
 ) -> dict[str, jax.Array]:
     """ResNet `backbone`, then `FPN`: the children "backbone" and "fpn" of the caller.
 
@@ -113,22 +116,24 @@ def backbone_pyramid(
       backbone: a `RESNET_DEPTHS` name.
       backbone_width: `ResNetBackbone.width` (64 for the real ResNets).
       fpn_features: channels `F` of every pyramid level.
-      p6_from: "c5" (RetinaNet) or "p5" (FCOS), see `FPN`.
+      p6_from: "c5" (RetinaNet), "p5" (FCOS) or "pool" (Faster R-CNN), see `FPN`.
       dtype: compute dtype.
       param_dtype: parameter dtype.
       images: `[B, H, W, C]` normalized images.
       train: batch statistics in the backbone's BatchNorm (else running ones).
+      min_level, max_level: the pyramid's levels, P3-P7 or P2-P6 (see `FPN`).
 
     Returns:
-      `{"p3": [B, H / 8, W / 8, F], ..., "p7": [B, H / 128, W / 128, F]}`
-      (sizes rounded up).
+      `{"p<min_level>": [B, H / 2**min_level, W / 2**min_level, F], ...,
+      "p<max_level>": ...}` (sizes rounded up).
     """
     c = resnet_backbone(
         backbone, width=backbone_width, dtype=dtype, param_dtype=param_dtype,
         name="backbone",
     )(images, train)  # {"c3": [B, H / 8, W / 8, C3], ..., "c5": ...}
     return FPN(
-        fpn_features, p6_from=p6_from, dtype=dtype, param_dtype=param_dtype, name="fpn"
+        fpn_features, p6_from=p6_from, min_level=min_level, max_level=max_level,
+        dtype=dtype, param_dtype=param_dtype, name="fpn",
     )(c)
 
 
@@ -136,8 +141,9 @@ class DenseDetector(nn.Module):
     """The fields and layers of a single-stage dense detector; subclasses add the head.
 
     A subclass implements `__call__` (with `backbone_pyramid`, `head_conv` and
-    `self.per_level`), `loss`, `detect` and `level_sizes`, the interface of
-    `jaxvision.tasks.detection`.
+    `self.per_level`), `loss`, `detect` and `level_sizes`. This class turns
+    them into the two methods `jaxvision.tasks.detection` calls on every
+    detector (dense or two-stage): `training_loss` and `predict`.
 
     Attributes:
         num_classes: `K`, one sigmoid classifier per class (no background class).
@@ -201,3 +207,63 @@ class DenseDetector(nn.Module):
             x = pyramid[f"p{level}"]  # [B, h, w, F]
             rows.append(predict(level, cls_tower(x), box_tower(x)))
         return tuple(jnp.concatenate(parts, axis=1) for parts in zip(*rows, strict=True))
+
+    def training_loss(
+        self, images: jax.Array, targets: dict[str, jax.Array]
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """The detector's loss on a training batch (call with `method=` and `train` BatchNorm).
+
+        Args:
+          images: `[B, H, W, C]` normalized, augmented images.
+          targets: "boxes" `[B, M, 4]` xyxy pixels, "labels" `[B, M]` int32 and
+            "box_mask" `[B, M]` bool (other keys are ignored).
+
+        Returns:
+          `loss`'s scalar loss and metrics.
+        """
+        outputs = self(images, train=True)
+        return self.loss(
+            outputs, targets["boxes"], targets["labels"], targets["box_mask"], images.shape[1:3]
+        )
+
+    def predict(
+        self, images: jax.Array, *, score_threshold: float, pre_nms_topk: int,
+        nms_iou: float, max_detections: int,
+    ) -> dict[str, jax.Array]:
+        """Final detections of normalized images `[B, H, W, C]`, in input pixels.
+
+        Per pyramid level, the `pre_nms_topk` best (location, class) scores are
+        kept; all levels' candidates then go through class-aware NMS
+        (`nms_iou`), which keeps at most `max_detections` boxes scoring at
+        least `score_threshold`. The keyword arguments are `config.detect`.
+
+        Returns:
+          "boxes" `[B, D, 4]` xyxy, "scores" `[B, D]`, "labels" `[B, D]` int32 and
+          "valid" `[B, D]` bool (False: empty slot), best first; D = max_detections.
+        """
+        image_size = images.shape[1:3]
+        boxes, scores = self.detect(self(images, train=False), image_size)  # [B, N, 4], [B, N, K]
+        batch, _, num_classes = scores.shape
+
+        candidates = []  # Per level: (boxes [B, k, 4], scores [B, k], labels [B, k]).
+        start = 0
+        for size in self.level_sizes(image_size):
+            level = scores[:, start : start + size].reshape(batch, size * num_classes)  # [B, n*K]
+            top_scores, flat = jax.lax.top_k(level, min(pre_nms_topk, size * num_classes))
+            rows = start + flat // num_classes  # [B, k] into N
+            top_boxes = jnp.take_along_axis(boxes, rows[..., None], axis=1)  # [B, k, 4]
+            candidates.append((top_boxes, top_scores, flat % num_classes))
+            start += size
+        cand_boxes, cand_scores, cand_labels = (
+            jnp.concatenate(parts, axis=1) for parts in zip(*candidates)
+        )  # [B, C, 4], [B, C], [B, C]
+        kept = nms.batched_nms(
+            cand_boxes, cand_scores, cand_labels, nms_iou, max_detections,
+            score_threshold=score_threshold,
+        )
+        return {
+            "boxes": kept["boxes"],
+            "scores": kept["scores"],
+            "labels": kept["classes"].astype(jnp.int32),
+            "valid": kept["valid"],
+        }

@@ -1,18 +1,24 @@
 """Object detection: boxes and classes per image, the detector's own loss, COCO box AP.
 
-Implements the `jaxvision.tasks.Task` protocol. The detector itself (`models/fcos.py`, `models/retinanet.py`) owns its targets,
-loss and box decoding; this file adds what every detector shares:
+Implements the `jaxvision.tasks.Task` protocol. The detector itself
+(`models/fcos.py`, `retinanet.py`, `faster_rcnn.py`) owns its targets, loss,
+box decoding and post-processing, behind two methods every detector has:
+`training_loss(images, targets)` and `predict(images, **config.detect)`
+(padded "boxes", "scores", "labels", "valid", and "masks" for Mask R-CNN).
+This file adds what every detector shares:
 
-  - on-device augmentation with the boxes kept in sync (`augment.detection_train`);
-  - post-processing inside jit: score threshold, top-k per pyramid level,
-    class-aware NMS, a fixed number of detections per image (`predict`);
-  - COCO evaluation on the host with pycocotools (`Evaluator`).
+  - on-device augmentation with the boxes (and masks) kept in sync
+    (`augment.detection_train`);
+  - COCO evaluation on the host with pycocotools (`Evaluator`): box AP, and
+    mask AP (`mask_` metrics) when the detector predicts masks.
 
 Batches (from `data.DetectionDecode`) hold "image" uint8 [B, S, S, C],
 "boxes" float32 [B, M, 4] xyxy canvas pixels, "labels" int32 [B, M],
 "box_mask" and "crowd" bool [B, M], "image_id" int32 [B], "scale" float32
 [B, 2] (canvas pixels per original pixel, x and y), "height"/"width" int32 [B]
-of the original image, and at eval "mask" bool [B] (False: padding).
+of the original image, with `config.data.mask_size` G > 0 "masks" uint8
+[B, M, G, G] (each box's instance mask over the box), and at eval "mask"
+bool [B] (False: padding).
 """
 
 import os
@@ -21,17 +27,32 @@ from typing import Any
 import chex
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from jaxvision import coco, data
 from jaxvision.data import augment
-from jaxvision.ops import nms
 
 
 def make_decode(config: ml_collections.ConfigDict) -> data.Decode:
-    return data.DetectionDecode(config.data.image_size, config.data.max_boxes)
+    """`DetectionDecode` at the config's canvas size, with masks when `data.mask_size` > 0.
+
+    Masks come from the dataset ("instances", as in `digit_detection`) or, for
+    tfds coco (no masks), from the COCO instances files
+    `data.eval_annotations` and `data.train_annotations` (those set).
+    """
+    cfg = config.data
+    paths = [p for p in (cfg.get("eval_annotations"), cfg.get("train_annotations")) if p]
+    segmentations = None
+    mask_size = cfg.get("mask_size", 0)  # Configs written before masks have none.
+    if mask_size and paths:
+        segmentations = {}
+        for path in paths:
+            segmentations.update(data.load_coco_segmentations(path))
+    return data.DetectionDecode(
+        cfg.image_size, cfg.max_boxes, mask_size=mask_size, segmentations=segmentations,
+        segmentations_file=" or ".join(paths) or None,
+    )
 
 
 def input_shape(
@@ -55,17 +76,19 @@ def loss_fn(
     """
     aug = config.augment
     trainable = batch["box_mask"] & ~batch["crowd"]  # [B, M]
-    images, boxes, box_mask = augment.detection_train(
+    augmented = augment.detection_train(
         batch["image"], batch["boxes"], trainable, rng,
         scale_range=tuple(aug.scale_range), flip=aug.flip, mean=aug.mean, std=aug.std,
-        min_size=aug.min_box_size,
-    )  # [B, S, S, C], [B, M, 4], [B, M]
-    outputs, updates = model.apply(
-        {"params": params, "batch_stats": batch_stats}, images, train=True,
+        min_size=aug.min_box_size, masks=batch.get("masks"),
+    )  # images [B, S, S, C], boxes [B, M, 4], box_mask [B, M] (, masks [B, M, G, G])
+    images = augmented[0]
+    targets = {"boxes": augmented[1], "labels": batch["labels"], "box_mask": augmented[2]}
+    if "masks" in batch:
+        targets["masks"] = augmented[3]
+    (loss, metrics), updates = model.apply(
+        {"params": params, "batch_stats": batch_stats}, images, targets,
+        method="training_loss", rngs={"sampling": jax.random.fold_in(rng, 1)},
         mutable=["batch_stats"],
-    )
-    loss, metrics = model.loss(
-        outputs, boxes, batch["labels"], box_mask, images.shape[1:3]
     )
     return loss, (updates.get("batch_stats", batch_stats), metrics)
 
@@ -79,44 +102,17 @@ def predict(
 ) -> dict[str, jax.Array]:
     """Final detections of uint8 canvases `[B, S, S, C]`, in canvas pixels.
 
-    Per pyramid level, the `config.detect.pre_nms_topk` best (location, class)
-    scores are kept; all levels' candidates then go through class-aware NMS,
-    which keeps at most `config.detect.max_detections` boxes scoring at least
-    `config.detect.score_threshold`.
+    The detector's own `predict` post-processing (inside jit) with the
+    settings `config.detect`.
 
     Returns:
       "boxes" `[B, D, 4]` xyxy, "scores" `[B, D]`, "labels" `[B, D]` int32 and
       "valid" `[B, D]` bool (False: empty slot), best first; D = max_detections.
+      Detectors with a mask head add "masks" `[B, D, m, m]` float32: each
+      detection's mask probabilities over its box.
     """
-    cfg = config.detect
-    image_size = images.shape[1:3]
     normalized = augment.detection_eval(images, mean=config.augment.mean, std=config.augment.std)
-    outputs = model.apply(variables, normalized, train=False)
-    boxes, scores = model.detect(outputs, image_size)  # [B, N, 4], [B, N, K]
-    batch, _, num_classes = scores.shape
-
-    candidates = []  # Per level: (boxes [B, k, 4], scores [B, k], labels [B, k]).
-    start = 0
-    for size in model.level_sizes(image_size):
-        level = scores[:, start : start + size].reshape(batch, size * num_classes)  # [B, n*K]
-        top_scores, flat = jax.lax.top_k(level, min(cfg.pre_nms_topk, size * num_classes))
-        rows = start + flat // num_classes  # [B, k] into N
-        top_boxes = jnp.take_along_axis(boxes, rows[..., None], axis=1)  # [B, k, 4]
-        candidates.append((top_boxes, top_scores, flat % num_classes))
-        start += size
-    cand_boxes, cand_scores, cand_labels = (
-        jnp.concatenate(parts, axis=1) for parts in zip(*candidates)
-    )  # [B, C, 4], [B, C], [B, C]
-    kept = nms.batched_nms(
-        cand_boxes, cand_scores, cand_labels, cfg.nms_iou, cfg.max_detections,
-        score_threshold=cfg.score_threshold,
-    )
-    return {
-        "boxes": kept["boxes"],
-        "scores": kept["scores"],
-        "labels": kept["classes"].astype(jnp.int32),
-        "valid": kept["valid"],
-    }
+    return model.apply(variables, normalized, method="predict", **config.detect)
 
 
 def eval_outputs(
@@ -126,11 +122,10 @@ def eval_outputs(
     """The batch's detections, with the ground truth the host needs to score them."""
     detections = predict(variables, batch["image"], model=model, config=config)
     chex.assert_rank(detections["boxes"], 3)
-    ground_truth = {
-        key: batch[key]
-        for key in ("boxes", "labels", "box_mask", "crowd", "image_id", "scale",
-                    "height", "width", "mask")
-    }
+    keys = ["boxes", "labels", "box_mask", "crowd", "image_id", "scale", "height", "width", "mask"]
+    if "masks" in detections:  # Box-relative ground-truth masks, for the mask metrics.
+        keys.append("masks")
+    ground_truth = {key: batch[key] for key in keys}
     return {"detections": detections, "ground_truth": ground_truth}
 
 
@@ -147,7 +142,11 @@ class Evaluator:
     """Collects every real eval image's detections and ground truth; COCO metrics.
 
     Boxes are mapped back to original image pixels (dividing by "scale"), so
-    the metrics and the exported JSON refer to the dataset's own images.
+    the metrics and the exported JSON refer to the dataset's own images. When
+    the detector predicts masks, every box-relative mask (predicted `[m, m]`
+    probabilities and ground-truth `[G, G]`) is pasted over its box in the
+    original image and RLE-encoded (`coco.mask_rles`), and pycocotools' segm
+    evaluation adds the mask metrics with a `mask_` prefix (`mask_AP`, ...).
     """
 
     def __init__(self, config: ml_collections.ConfigDict, info: data.DatasetInfo):
@@ -163,29 +162,39 @@ class Evaluator:
             real = gt["box_mask"][i]  # [M]
             valid = dets["valid"][i]  # [D]
             image_id = int(gt["image_id"][i])
+            height, width = int(gt["height"][i]), int(gt["width"][i])
+            gt_boxes = to_original_pixels(gt["boxes"][i][real], gt["scale"][i])  # [N, 4]
+            det_boxes = to_original_pixels(dets["boxes"][i][valid], gt["scale"][i])  # [K, 4]
+            gt_masks = det_masks = None
+            if "masks" in dets:
+                gt_masks = coco.mask_rles(gt["masks"][i][real], gt_boxes, height, width)
+                det_masks = coco.mask_rles(dets["masks"][i][valid], det_boxes, height, width)
             self._annotations.append(coco.ImageAnnotations(
-                image_id=image_id, height=int(gt["height"][i]), width=int(gt["width"][i]),
-                boxes=to_original_pixels(gt["boxes"][i][real], gt["scale"][i]),
-                labels=gt["labels"][i][real], crowd=gt["crowd"][i][real],
+                image_id=image_id, height=height, width=width, boxes=gt_boxes,
+                labels=gt["labels"][i][real], crowd=gt["crowd"][i][real], masks=gt_masks,
             ))
             self._detections.append(coco.ImageDetections(
-                image_id=image_id,
-                boxes=to_original_pixels(dets["boxes"][i][valid], gt["scale"][i]),
-                scores=dets["scores"][i][valid], labels=dets["labels"][i][valid],
+                image_id=image_id, boxes=det_boxes, scores=dets["scores"][i][valid],
+                labels=dets["labels"][i][valid], masks=det_masks,
             ))
 
     def result(self, export_dir: str | None = None) -> dict[str, float]:
-        """COCO box AP/AR over the images added (see `jaxvision.coco`).
+        """COCO box AP/AR (and mask AP/AR) over the images added (see `jaxvision.coco`).
 
         With `export_dir`, process 0 writes `ground_truth.json` (COCO instances)
-        and `detections.json` (COCO results) there.
+        and `detections.json` (COCO results, with "segmentation" RLEs for
+        masks) there.
         """
         gt = coco.ground_truth(self._annotations, self._class_names)
         dets = coco.detections(self._detections)
         if export_dir is not None and jax.process_index() == 0:
             coco.write_json(os.path.join(export_dir, "ground_truth.json"), gt)
             coco.write_json(os.path.join(export_dir, "detections.json"), dets)
-        return {**coco.evaluate(gt, dets), "num_images": float(len(self._annotations))}
+        metrics = coco.evaluate(gt, dets)
+        if self._annotations and self._annotations[0].masks is not None:
+            segm = coco.evaluate(gt, dets, iou_type="segm")
+            metrics.update({f"mask_{name}": value for name, value in segm.items()})
+        return {**metrics, "num_images": float(len(self._annotations))}
 
 
 def synthetic_batch(
@@ -195,8 +204,10 @@ def synthetic_batch(
     """Random canvases, each with `max(1, max_boxes // 2)` random boxes, as decoded batches.
 
     Random records (noise images at the canvas size, boxes of 1/8 to 1/2 of the
-    side, random labels) go through the config's own `DetectionDecode`, so the
-    keys, shapes and dtypes are exactly those of real batches.
+    side, random labels, each box's instance mask the box itself as in
+    `digit_detection`'s "instances" map) go through the config's own
+    `DetectionDecode`, so the keys, shapes and dtypes are exactly those of
+    real batches.
     """
     size = config.data.image_size
     num_boxes = max(1, config.data.max_boxes // 2)
@@ -205,9 +216,15 @@ def synthetic_batch(
     for image_id in range(batch_size):
         hw = rng.uniform(0.125, 0.5, (num_boxes, 2))  # [n, 2] normalized (h, w)
         top_left = rng.uniform(0, 1 - hw)  # [n, 2] (ymin, xmin)
+        instances = np.zeros((size, size, 1), np.uint8)  # [S, S, 1] 0 or object index + 1
+        for j, (y0, x0, y1, x1) in enumerate(
+            np.concatenate([top_left, top_left + hw], axis=1) * size
+        ):
+            instances[round(y0) : round(y1), round(x0) : round(x1)] = j + 1
         record = {
             "image": rng.integers(0, 256, (size, size, info.channels), dtype=np.uint8),
             "image/id": image_id,
+            "instances": instances,
             "objects": {
                 "bbox": np.concatenate([top_left, top_left + hw], axis=1),  # [n, 4] yxyx
                 "label": rng.integers(0, info.num_classes, (num_boxes,)),

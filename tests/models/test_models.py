@@ -38,8 +38,14 @@ PINNED = {
     # arithmetic is in tests/models/test_fcos.py and test_retinanet.py.
     "fcos": 32_297_370,
     "retinanet": 37_972_788,
+    # torchvision's fasterrcnn_resnet50_fpn / maskrcnn_resnet50_fpn layers at 80
+    # classes (detectron2's K + 1 logits and 4K deltas); arithmetic in
+    # tests/models/test_faster_rcnn.py.
+    "faster_rcnn": 41_753_056,
+    "mask_rcnn": 44_396_336,
 }
-DETECTORS = ("fcos", "retinanet")  # Outputs are dicts of per-location predictions.
+# Outputs are dicts of per-location predictions (dense) or of the pyramid and RPN (two-stage).
+DETECTORS = ("fcos", "retinanet", "faster_rcnn", "mask_rcnn")
 
 # (kwargs, input shape) that PINNED counts refer to; also used for the shape tests.
 SETTINGS = {name: ({"num_classes": 1000}, (2, 32, 32, 3)) for name in MODELS}
