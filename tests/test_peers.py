@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+from typing import Any
 
 import jax
 import pytest
@@ -39,9 +40,6 @@ RESULT_KEYS = {
     "step_time_median_s", "step_time_min_s", "step_time_max_s", "images_per_s",
     "peak_memory_bytes", "peak_memory_source",
 }
-# Parameters jaxvision has and the torchvision model lacks (the scripts' docstrings):
-# FCOS's learnable Scale, one scalar per pyramid level P3-P7.
-JAXVISION_ONLY_PARAMS = {"fcos": 5}
 CASES = [  # (config, variant, mode)
     ("digits_cnn", None, "train"),
     ("imagenet_resnet50", "smoke", "train"),
@@ -49,6 +47,9 @@ CASES = [  # (config, variant, mode)
     ("coco_fcos_r50_fpn", "smoke", "eval"),
     ("coco_retinanet_r50_fpn", "smoke", "train"),
     ("coco_retinanet_r50_fpn", "smoke", "eval"),
+    ("coco_faster_rcnn_r50_fpn", "smoke", "train"),
+    ("coco_mask_rcnn_r50_fpn", "smoke", "train"),  # Target masks from the boxes.
+    ("coco_mask_rcnn_r50_fpn", "smoke", "eval"),  # The box head's eval path too.
 ]
 
 
@@ -78,9 +79,23 @@ def _workload(config):
             "detection": torchvision_detection.workload}[config.task]
 
 
-def _jaxvision_param_count(config) -> int:
-    params = Experiment(config).abstract_variables()["params"]
-    return sum(x.size for x in jax.tree.leaves(params))
+def _jaxvision_param_count(config) -> tuple[int, Any]:
+    """jaxvision's parameter count for `config`, and its model (the Flax module's fields)."""
+    experiment = Experiment(config)
+    params = experiment.abstract_variables()["params"]
+    return sum(x.size for x in jax.tree.leaves(params)), experiment.model
+
+
+def _torchvision_extra_params(name: str, model) -> int:
+    """Parameters torchvision's peer has beyond jaxvision's `model` (the scripts' docstrings)."""
+    if name == "fcos":  # jaxvision's learnable Scale, one scalar per pyramid level P3-P7.
+        return -5
+    if name in ("faster_rcnn", "mask_rcnn"):
+        # torchvision's background class: a 4-delta row of the box regressor (4 x D
+        # weights + 4 biases) and, with masks, a mask channel (a 1x1 conv from F + bias).
+        extra = 4 * (model.box_head_features + 1)
+        return extra + (model.fpn_features + 1 if model.with_masks else 0)
+    return 0
 
 
 @pytest.mark.parametrize("name,variant,mode", CASES)
@@ -105,9 +120,23 @@ def test_peer_times_the_model_with_jaxvision_parameter_count(name, variant, mode
         result["batch_size"] / result["step_time_median_s"]
     )
     assert result["peak_memory_bytes"] > 0
-    assert result["param_count"] == (
-        _jaxvision_param_count(config) - JAXVISION_ONLY_PARAMS.get(config.model.name, 0)
+    count, model = _jaxvision_param_count(config)
+    assert result["param_count"] == count + _torchvision_extra_params(config.model.name, model)
+
+
+def test_mask_rcnn_target_masks_are_the_filled_boxes():
+    images, targets = torchvision_detection.synthetic_batch(
+        2, 1, 32, max_boxes=6, num_classes=3, generator=torch.Generator().manual_seed(0),
+        masks=True,
     )
+    assert len(images) == len(targets) == 2
+    for target in targets:
+        assert target["masks"].shape == (3, 32, 32) and target["masks"].dtype == torch.uint8
+        for box, mask in zip(target["boxes"].tolist(), target["masks"], strict=True):
+            x0, y0, x1, y1 = (round(v) for v in box)  # As jaxvision's "instances" map.
+            expected = torch.zeros(32, 32, dtype=torch.uint8)
+            expected[y0:y1, x0:x1] = 1
+            assert torch.equal(mask, expected)
 
 
 def test_weight_decay_goes_to_kernels_only(data_dirs):
@@ -125,7 +154,7 @@ def test_weight_decay_goes_to_kernels_only(data_dirs):
 @pytest.mark.parametrize("name,field,value,message", [
     ("digits_cnn", "name", "resnet9", "Unknown model 'resnet9'"),
     ("coco_fcos_r50_fpn", "levels", (3, 4, 5), "config.model.levels=(3, 4, 5) has no torchvision"),
-    ("coco_retinanet_r50_fpn", "name", "faster_rcnn", "Unknown model 'faster_rcnn'"),
+    ("coco_retinanet_r50_fpn", "name", "detr", "Unknown model 'detr'"),
 ])
 def test_unsupported_model_is_one_clear_error(name, field, value, message, data_dirs):
     config = _config(name, "smoke", data_dirs)
