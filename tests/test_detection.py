@@ -93,16 +93,9 @@ def test_retinanet_two_steps_give_the_same_loss_on_1_and_8_devices(digit_detecti
     )
 
 
-def test_fcos_two_steps_give_the_same_loss_on_1_and_8_devices(fcos_run):
-    config, workdir = fcos_run  # Trained on 8 devices, every step logged.
-    losses8 = [r["loss"] for r in _records(workdir) if r["split"] == "train"]
-    losses1, _ = two_steps(config, 1)
-    np.testing.assert_allclose(losses8, losses1, rtol=1e-5)
-    assert losses1[1] != losses1[0]
-
-
-def test_mask_rcnn_two_steps_give_the_same_loss_on_1_and_8_devices(mask_run):
-    config, workdir = mask_run  # Trained on 8 devices, every step logged.
+@pytest.mark.parametrize("run", ["fcos_run", "mask_run"])
+def test_two_steps_give_the_same_loss_on_1_and_8_devices(run, request):
+    config, workdir = request.getfixturevalue(run)  # Trained on 8 devices, every step logged.
     losses8 = [r["loss"] for r in _records(workdir) if r["split"] == "train"]
     losses1, _ = two_steps(config, 1)
     np.testing.assert_allclose(losses8, losses1, rtol=1e-5)

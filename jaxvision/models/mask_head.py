@@ -54,12 +54,41 @@ class MaskHead(nn.Module):
             x = nn.Conv(self.features, (3, 3), padding="SAME", kernel_init=_conv_init,
                         dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv{i}")(x)
             x = nn.relu(x)
-        x = nn.ConvTranspose(self.features, (2, 2), strides=(2, 2), kernel_init=_conv_init,
-                             dtype=self.dtype, param_dtype=self.param_dtype, name="upsample")(x)
+        x = Upsample2x(self.features, dtype=self.dtype, param_dtype=self.param_dtype,
+                       name="upsample")(x)
         x = nn.relu(x)  # [B * R, 28, 28, F]
         x = nn.Conv(self.num_classes, (1, 1), kernel_init=_conv_init, dtype=self.dtype,
                     param_dtype=self.param_dtype, name="mask_logits")(x)  # [B * R, 28, 28, K]
         return x.reshape(batch, rois, *x.shape[1:]).astype(jnp.float32)  # [B, R, 28, 28, K]
+
+
+class Upsample2x(nn.Module):
+    """A 2x2 stride-2 transposed convolution (torch's `ConvTranspose2d(C, F, 2, stride=2)`).
+
+    Each input pixel fills its own 2x2 output block, so it is one matmul and a
+    reshape: XLA:CPU runs `nn.ConvTranspose`'s gradient ~15x slower than this
+    (4.7 s vs 0.3 s for a batch of 512 RoIs at 14x14x64). The parameters are
+    those of a transposed convolution: kernel `[2, 2, C, F]` and bias `[F]`.
+
+    Attributes:
+        features: output channels `F`.
+        dtype: compute dtype.
+        param_dtype: parameter dtype.
+    """
+
+    features: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """`[N, H, W, C]` -> `[N, 2H, 2W, F]`."""
+        n, h, w, c = x.shape
+        kernel = self.param("kernel", _conv_init, (2, 2, c, self.features), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+        x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
+        y = jnp.einsum("nhwc,abcf->nhawbf", x, kernel)  # [N, H, 2, W, 2, F]
+        return y.reshape(n, 2 * h, 2 * w, self.features) + bias  # [N, 2H, 2W, F]
 
 
 def class_masks(logits: jax.Array, labels: jax.Array) -> jax.Array:
