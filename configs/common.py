@@ -198,6 +198,7 @@ def _tiny_detector(config: ml_collections.ConfigDict) -> None:
             box_head_features=32, rpn_batch_size=64, roi_batch_size=32,
             rpn_pre_nms_topk_train=100, rpn_post_nms_topk_train=50,
             rpn_pre_nms_topk_test=100, rpn_post_nms_topk_test=50, mask_head_convs=1,
+            sampling_ratio=1,  # A third less compile time: 4 gathers per RoIAlign, not 16.
         )
     else:
         config.model.update(norm_groups=4, head_convs=1)

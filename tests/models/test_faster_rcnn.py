@@ -23,7 +23,7 @@ TINY = {
     "num_classes": 3, "backbone": "resnet18", "backbone_width": 8, "fpn_features": 16,
     "anchor_scale": 4.0, "rpn_batch_size": 32, "rpn_pre_nms_topk_train": 60,
     "rpn_post_nms_topk_train": 30, "rpn_pre_nms_topk_test": 60, "rpn_post_nms_topk_test": 30,
-    "roi_batch_size": 16, "box_head_features": 32, "mask_head_convs": 1,
+    "roi_batch_size": 16, "box_head_features": 32, "mask_head_convs": 1, "sampling_ratio": 1,
 }
 SIZE = 64  # Image side.
 DETECT = {"score_threshold": 0.0, "pre_nms_topk": 50, "nms_iou": 0.5, "max_detections": 10}
