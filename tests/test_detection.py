@@ -60,13 +60,17 @@ def two_steps(config, num_devices):
     return losses, jax.device_get(state.params)
 
 
-@pytest.fixture(scope="module")
-def fcos_run(digit_detection_dir, tmp_path_factory):
-    """A finished 2-step FCOS smoke run on all 8 devices: (config, workdir)."""
-    config = smoke_config("fcos", digit_detection_dir)
-    workdir = str(tmp_path_factory.mktemp("fcos_run"))
+def finished_run(name, data_dir, tmp_path_factory):
+    """A finished 2-step smoke run of `CONFIGS[name]` on all 8 devices: (config, workdir)."""
+    config = smoke_config(name, data_dir)
+    workdir = str(tmp_path_factory.mktemp(f"{name}_run"))
     train.train_and_evaluate(config, workdir)
     return config, workdir
+
+
+@pytest.fixture(scope="module")
+def fcos_run(digit_detection_dir, tmp_path_factory):
+    return finished_run("fcos", digit_detection_dir, tmp_path_factory)
 
 
 def _records(workdir):

@@ -12,22 +12,18 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from jaxvision import coco, experiment, train, visualize
+from jaxvision import coco, experiment, visualize
 from tests.test_detection import (
     _predict,
     _records,
+    finished_run,
     losses_equal_on_1_device,
-    smoke_config,
 )
 
 
 @pytest.fixture(scope="module")
 def mask_run(digit_detection_dir, tmp_path_factory):
-    """A finished 2-step Mask R-CNN smoke run on all 8 devices: (config, workdir)."""
-    config = smoke_config("mask_rcnn", digit_detection_dir)
-    workdir = str(tmp_path_factory.mktemp("mask_run"))
-    train.train_and_evaluate(config, workdir)
-    return config, workdir
+    return finished_run("mask_rcnn", digit_detection_dir, tmp_path_factory)
 
 
 def test_mask_rcnn_two_steps_give_the_same_loss_on_1_and_8_devices(mask_run):
