@@ -1,0 +1,1 @@
+"""Evaluation metrics: face/identity verification and identification (`verification`)."""
