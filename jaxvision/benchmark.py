@@ -117,7 +117,8 @@ def synthetic_info(config: ml_collections.ConfigDict) -> data.DatasetInfo:
       UserError: the dataset is not prepared and its shape is not known here.
     """
     try:
-        return data.dataset_info(config.data.name, config.data.data_dir)
+        return data.dataset_info(
+            config.data.name, config.data.data_dir, config.data.train_split)
     except UserError:
         if config.data.name not in _UNPREPARED_INFO:
             raise

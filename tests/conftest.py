@@ -25,6 +25,16 @@ def digit_detection_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def digit_instances_dir(tmp_path_factory) -> str:
+    """A tfds data dir in which "digit_instances" has been prepared (once per session)."""
+    from jaxvision import data
+
+    data_dir = str(tmp_path_factory.mktemp("tfds_instances"))
+    data.load_source("digit_instances", "train", data_dir)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
 def coco_dir(tmp_path_factory) -> str:
     """A tfds data dir holding a tiny prepared `coco/2017` of random images.
 

@@ -1,22 +1,29 @@
 """Data: tfds builders and sources, host decoding, grain loaders, on-device augmentation.
 
 Importing this package registers jaxvision's own tfds builders ("digits",
-"digit_detection").
+"digit_detection", "digit_instances").
 """
 
-from jaxvision.data import digit_detection, digits  # noqa: F401 - registers builders.
+from jaxvision.data import (  # noqa: F401 - registers builders.
+    digit_detection,
+    digit_instances,
+    digits,
+)
 from jaxvision.data.augment import preprocess_for_eval, preprocess_for_train
 from jaxvision.data.datasets import (
     BUILTIN_DATASETS,
+    FILE_DATASETS,
     DatasetInfo,
     dataset_info,
     load_source,
     prepare,
+    verification_pairs,
 )
 from jaxvision.data.decode import (
     ClassificationDecode,
     Decode,
     DetectionDecode,
+    RecognitionDecode,
     letterbox,
     load_coco_segmentations,
 )
@@ -24,10 +31,12 @@ from jaxvision.data.loader import TrainIterator, make_eval_iterator, make_train_
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "FILE_DATASETS",
     "ClassificationDecode",
     "DatasetInfo",
     "Decode",
     "DetectionDecode",
+    "RecognitionDecode",
     "TrainIterator",
     "dataset_info",
     "letterbox",
@@ -38,4 +47,5 @@ __all__ = [
     "prepare",
     "preprocess_for_eval",
     "preprocess_for_train",
+    "verification_pairs",
 ]

@@ -1,28 +1,36 @@
-"""The boundary between configs and tfds: dataset names in, random-access sources out.
+"""The boundary between configs and data: dataset names in, random-access sources out.
 
 Builders defined in jaxvision (e.g. "digits") are prepared on first use, offline.
 Catalog datasets ("mnist", "cifar10", "imagenet2012", ...) must be prepared
 beforehand with `tfds build` in the array_record format, which needs
-TensorFlow; reading them never does.
+TensorFlow; reading them never does. Datasets in `FILE_DATASETS` are read
+from the user's own files, with nothing to prepare; their splits are paths.
 """
 
 import dataclasses
+import functools
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import jax
+import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 from jax.experimental import multihost_utils
 
+from jaxvision.data import identity_files
 from jaxvision.errors import UserError
 
 _CATALOG_URL = "https://www.tensorflow.org/datasets/catalog/overview"
 
 # The tfds builders defined in jaxvision (importing `jaxvision.data` registers
 # them); they are prepared locally on first use. Add new builders here.
-BUILTIN_DATASETS = ("digits", "digit_detection")
+BUILTIN_DATASETS = ("digits", "digit_detection", "digit_instances")
+# Datasets read from the user's files. A split is a path, relative to the data dir:
+#   identity_folder: a folder with one sub-folder of images per identity (the
+#     CASIA-WebFace / insightface layout), or an insightface verification `.bin`.
+FILE_DATASETS = ("identity_folder",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +71,8 @@ def load_source(name: str, split: str, data_dir: str | None = None) -> Sequence[
         data_dir: The tfds data dir; None means tfds's default
             (`$TFDS_DATA_DIR` or ~/tensorflow_datasets).
     """
+    if name in FILE_DATASETS:
+        return _identity_source(split, data_dir)
     builder = _builder(name, data_dir)
     # Splits are only known once prepared (and never under tfds mock_data).
     available = list(builder.info.splits)
@@ -78,15 +88,26 @@ def load_source(name: str, split: str, data_dir: str | None = None) -> Sequence[
         raise UserError(_not_prepared_message(builder, name)) from e
 
 
-def dataset_info(name: str, data_dir: str | None = None) -> DatasetInfo:
+def dataset_info(
+    name: str, data_dir: str | None = None, split: str = "train"
+) -> DatasetInfo:
     """Returns the classes, split sizes and image shape of a dataset.
 
     jaxvision's own datasets are prepared first, so their split sizes are known.
 
     Args:
-        name: A jaxvision builder or tfds catalog name.
-        data_dir: The tfds data dir; None means tfds's default.
+        name: A jaxvision builder, tfds catalog name or `FILE_DATASETS` name.
+        data_dir: The tfds data dir (a file dataset's root); None means tfds's default.
+        split: File datasets only: the split (path) described, whose
+            identities are the classes (a `.bin` verification set has none).
     """
+    if name in FILE_DATASETS:
+        source = _identity_source(split, data_dir)
+        names = getattr(source, "class_names", ())
+        return DatasetInfo(
+            num_classes=len(names), class_names=names, num_examples={split: len(source)},
+            image_shape=None,  # Sizes vary; images are decoded to RGB.
+        )
     info = _builder(name, data_dir).info
     is_detection = "objects" in info.features
     label = info.features["objects"]["label"] if is_detection else info.features["label"]
@@ -101,14 +122,59 @@ def dataset_info(name: str, data_dir: str | None = None) -> DatasetInfo:
     )
 
 
+def verification_pairs(name: str, split: str, data_dir: str | None = None) -> np.ndarray:
+    """The verification pairs of a split: int32 `[P, 4]` rows `(id_a, id_b, same, fold)`.
+
+    `id_a` and `id_b` are the examples' "id" fields, `same` is 1 for two images
+    of one identity, and `fold` numbers the cross-validation folds (LFW's
+    protocol has 10). They come from the dataset's pairs list (as in
+    `digit_instances`' test split), an insightface `.bin` file, or, for an
+    identity folder, `identity_files.folder_pairs` (seeded, LFW-style).
+
+    Raises:
+      UserError: the split has no pairs list.
+    """
+    if name in FILE_DATASETS:
+        source = _identity_source(split, data_dir)
+        if isinstance(source, identity_files.VerificationBinSource):
+            return source.pairs()
+        return identity_files.folder_pairs(source.labels, name=source.path)
+    metadata = _builder(name, data_dir).info.metadata or {}
+    pairs = metadata.get("pairs", {})
+    if split not in pairs:
+        raise UserError(
+            f"Dataset {name!r} has no verification pairs for split {split!r} (it has them "
+            f"for {sorted(pairs) or 'no split'}); set config.data.eval_split to one of those."
+        )
+    return np.asarray(pairs[split], np.int32).reshape(-1, 4)
+
+
+@functools.lru_cache(maxsize=16)
+def _identity_source(
+    split: str, data_dir: str | None
+) -> identity_files.IdentityFolderSource | identity_files.VerificationBinSource:
+    """The `identity_folder` split at path `data_dir/split`: a folder or a `.bin` file."""
+    if data_dir is None and not os.path.isabs(os.path.expanduser(split)):
+        raise UserError(
+            f"Dataset 'identity_folder' reads your files: set config.data.data_dir to the "
+            f"folder holding split {split!r}, or give the split as an absolute path."
+        )
+    path = os.path.join(os.path.expanduser(data_dir or ""), os.path.expanduser(split))
+    if path.lower().endswith(".bin"):
+        return identity_files.VerificationBinSource(path)
+    return identity_files.IdentityFolderSource(path)
+
+
 def prepare(name: str, data_dir: str | None = None):
     """Prepares a jaxvision dataset once per machine, process 0 first.
 
     In a multi-process run every process calls this: process 0 builds the
     dataset, the others wait for it and then find it built (shared data dir)
     or build their own copy (a data dir local to their host), so two processes
-    never write the same files at once. Catalog datasets are left alone.
+    never write the same files at once. Catalog and file datasets are left alone.
     """
+    if name in FILE_DATASETS:
+        return
     if jax.process_count() == 1:
         _builder(name, data_dir)
         return
@@ -126,7 +192,8 @@ def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     except tfds.core.registered.DatasetNotFoundError as e:
         raise UserError(
             f"Unknown dataset {name!r}; use one of jaxvision's built-in datasets "
-            f"{list(BUILTIN_DATASETS)} or a name from the tfds catalog "
+            f"{list(BUILTIN_DATASETS)}, a file dataset {list(FILE_DATASETS)} "
+            "or a name from the tfds catalog "
             f"({_CATALOG_URL})."
         ) from e
     except ModuleNotFoundError as e:

@@ -73,6 +73,18 @@ class ClassificationDecode(Decode):
             )
 
 
+class RecognitionDecode(ClassificationDecode):
+    """Identity record -> {"image": uint8 [H, W, C], "label": int32 [], "id": int32 []}.
+
+    "label" is the identity (-1 where unknown, as in insightface's `.bin`
+    verification sets) and "id" the example's id in its split, which the
+    split's verification pairs refer to (`datasets.verification_pairs`).
+    """
+
+    def __call__(self, record: dict[str, Any]) -> dict[str, np.ndarray]:
+        return {**super().__call__(record), "id": np.int32(record["id"])}
+
+
 class DetectionDecode(Decode):
     """Detection record (tfds `coco` layout) -> fixed canvas and padded boxes.
 

@@ -361,6 +361,6 @@ def _checked_source(
     name: str, split: str, data_dir: str | None, decode: Decode, cache: bool = False,
 ) -> Sequence[Any]:
     """Loads the source (cached in memory if asked) and checks for static shapes."""
-    decode.check(name, datasets.dataset_info(name, data_dir))
+    decode.check(name, datasets.dataset_info(name, data_dir, split))
     source = datasets.load_source(name, split, data_dir)
     return _CachedSource(source) if cache else source
