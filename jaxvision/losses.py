@@ -5,6 +5,8 @@ the detection losses); the caller averages (and masks), so padding and
 weighting stay visible at the call site.
 """
 
+import math
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -33,6 +35,61 @@ def softmax_cross_entropy(
     targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # [B, K]
     return -jnp.sum(targets * log_probs, axis=-1)  # [B]
+
+
+def combined_margin_logits(
+    cosines: jax.Array, labels: jax.Array, *, scale: float, m1: float, m2: float, m3: float,
+    easy_margin: bool = False,
+) -> jax.Array:
+    """Margin-softmax logits of the ArcFace family (insightface's combined margin).
+
+    The logit of the true class becomes `s * (cos(m1 * theta + m2) - m3)`,
+    where `theta` is the angle between the embedding and its class centre;
+    every other logit stays `s * cos(theta_j)`. `m1` is SphereFace's
+    multiplicative angular margin, `m2` ArcFace's additive angular margin and
+    `m3` CosFace's additive cosine margin; (1, 0, 0) is the normalised softmax.
+
+    `cos(m1 * theta + m2)` stops decreasing once `m1 * theta + m2 > pi`, which
+    would reward a sample for moving *away* from its centre. Past that angle
+    the margin is replaced:
+      - `easy_margin=False` (default): by `cos(theta) - d`, the shift `d` making
+        the logit continuous at the boundary angle `(pi - m2) / m1` (insightface's
+        ArcFace uses `d = m2 * sin(m2)`, which jumps by about 0.1 there);
+      - `easy_margin=True`: the margin applies only where `cos(theta) > 0`
+        (insightface's `easy_margin`), else the logit is plain `cos(theta)`.
+
+    Args:
+      cosines: `[B, K]` cosine similarities of L2-normalised embeddings and
+        class centres, in `[-1, 1]`.
+      labels: `[B]` int true classes in `[0, K)`.
+      scale: `s`, the logit scale (64 for faces).
+      m1, m2, m3: the margins (static Python floats).
+      easy_margin: see above.
+
+    Returns:
+      `[B, K]` float32 logits for `softmax_cross_entropy`. Finite, with finite
+      gradients, at `theta` = 0 and pi too.
+    """
+    chex.assert_rank(cosines, 2)
+    chex.assert_shape(labels, cosines.shape[:1])
+    cosines = jnp.clip(cosines.astype(jnp.float32), -1.0, 1.0)  # [B, K]
+    cos_t = jnp.take_along_axis(cosines, labels[:, None], axis=1)[:, 0]  # [B] true class
+    if m1 == 1.0:
+        # cos(theta + m2) - m3 without arccos; the clip keeps sqrt's gradient finite at theta = 0.
+        sin_t = jnp.sqrt(jnp.clip(1.0 - cos_t**2, 1e-6, 1.0))  # [B]
+        margin = cos_t * math.cos(m2) - sin_t * math.sin(m2) - m3  # [B]
+    else:
+        theta = jnp.arccos(jnp.clip(cos_t, -1.0 + 1e-6, 1.0 - 1e-6))  # [B]
+        margin = jnp.cos(m1 * theta + m2) - m3  # [B]
+    if easy_margin:
+        target = jnp.where(cos_t > 0.0, margin, cos_t)  # [B]
+    else:
+        boundary = min((math.pi - m2) / m1, math.pi)  # The angle where m1 * theta + m2 = pi.
+        cos_b = math.cos(boundary)
+        shift = cos_b - (math.cos(m1 * boundary + m2) - m3)  # Continuity at the boundary.
+        target = jnp.where(cos_t >= cos_b, margin, cos_t - shift)  # [B]
+    is_label = labels[:, None] == jnp.arange(cosines.shape[1])  # [B, K]
+    return scale * jnp.where(is_label, target[:, None], cosines)  # [B, K]
 
 
 def sigmoid_focal_loss(

@@ -124,3 +124,72 @@ def test_smooth_l1_loss_float32_with_finite_gradients():
 def test_smooth_l1_loss_checks_shapes():
     with pytest.raises(AssertionError):
         losses.smooth_l1_loss(jnp.zeros((2, 4)), jnp.zeros((3, 4)), beta=0.1)
+
+
+def _target_logits(cos, **margin):
+    """The margin logits of class 0 for examples whose class-0 cosines are `cos` [N]."""
+    cos = jnp.atleast_1d(jnp.asarray(cos, jnp.float32))
+    cosines = jnp.stack([cos, jnp.full_like(cos, 0.3)], axis=1)  # [N, 2]
+    labels = jnp.zeros(len(cos), jnp.int32)
+    return np.asarray(losses.combined_margin_logits(cosines, labels, **margin)[:, 0])
+
+
+def _target_logit(cos, **margin):
+    return float(_target_logits(cos, **margin)[0])
+
+
+ARCFACE = {"scale": 2.0, "m1": 1.0, "m2": 0.5, "m3": 0.0}
+COSFACE = {"scale": 2.0, "m1": 1.0, "m2": 0.0, "m3": 0.35}
+SPHEREFACE = {"scale": 2.0, "m1": 1.35, "m2": 0.0, "m3": 0.0}
+
+
+def test_margin_logits_hand_computed():
+    # theta = 60 degrees (cos 0.5): arcface cos(60 deg + 0.5 rad) = 0.5 cos 0.5 - sin(60 deg) sin 0.5.
+    arc = 0.5 * math.cos(0.5) - math.sqrt(0.75) * math.sin(0.5)  # 0.023589
+    assert _target_logit(0.5, **ARCFACE) == pytest.approx(2 * arc, abs=1e-6)
+    assert _target_logit(0.5, **COSFACE) == pytest.approx(2 * (0.5 - 0.35), abs=1e-6)
+    # sphereface: cos(1.35 * pi / 3) = cos(1.41372) = 0.156434.
+    assert _target_logit(0.5, **SPHEREFACE) == pytest.approx(2 * 0.156434, abs=1e-5)
+    # The other class keeps s * cos.
+    logits = losses.combined_margin_logits(jnp.array([[0.5, 0.3]]), jnp.array([0]), **ARCFACE)
+    assert float(logits[0, 1]) == pytest.approx(0.6, abs=1e-6)
+    # (1, 0, 0): the normalised softmax, s * cos everywhere.
+    plain = losses.combined_margin_logits(
+        jnp.array([[0.5, 0.3]]), jnp.array([0]), scale=2.0, m1=1.0, m2=0.0, m3=0.0)
+    np.testing.assert_allclose(plain, [[1.0, 0.6]], atol=1e-6)
+
+
+def test_margin_logits_near_theta_0_and_pi():
+    # theta = 0: cos(0 + 0.5) = 0.877583 (sin theta is floored at 1e-3: within 5e-4).
+    assert _target_logit(1.0, **ARCFACE) == pytest.approx(2 * math.cos(0.5), abs=1e-3)
+    # theta = pi is past arcface's boundary pi - 0.5 (cos -0.877583): the logit
+    # continues as cos(theta) - d, d = cos(pi - 0.5) - cos(pi) = 0.122417.
+    assert _target_logit(-1.0, **ARCFACE) == pytest.approx(2 * (-1.0 - 0.122417), abs=1e-5)
+    # sphereface's boundary is pi / 1.35 (cos -0.686242): d = 0.313758.
+    assert _target_logit(-1.0, **SPHEREFACE) == pytest.approx(2 * (-1.313758), abs=1e-5)
+    assert _target_logit(-1.0, **COSFACE) == pytest.approx(2 * (-1.35), abs=1e-6)
+    # easy margin: no margin where cos <= 0.
+    assert _target_logit(-1.0, **ARCFACE, easy_margin=True) == pytest.approx(-2.0, abs=1e-6)
+    assert _target_logit(1.0, **ARCFACE, easy_margin=True) == pytest.approx(
+        _target_logit(1.0, **ARCFACE))
+
+
+@pytest.mark.parametrize("margin", [ARCFACE, COSFACE, SPHEREFACE])
+def test_margin_logits_continuous_and_decreasing_in_theta(margin):
+    thetas = np.linspace(0.0, math.pi, 2001)
+    target = _target_logits(np.cos(thetas), **margin)
+    steps = np.diff(target)
+    assert np.all(steps <= 1e-5), "the target logit must never grow as theta grows"
+    assert np.max(np.abs(steps)) < 0.02  # No jump (a 1-mrad step moves it < 0.01 * s).
+
+
+@pytest.mark.parametrize("margin", [ARCFACE, COSFACE, SPHEREFACE])
+@pytest.mark.parametrize("cos", [1.0, 0.9999999, -0.9999999, -1.0])
+def test_margin_loss_finite_gradients_at_the_ends(margin, cos):
+    def loss(cosines):
+        logits = losses.combined_margin_logits(cosines, jnp.array([0, 1]), **margin)
+        return losses.softmax_cross_entropy(logits, jnp.array([0, 1])).sum()
+
+    cosines = jnp.array([[cos, 0.1], [0.2, cos]], jnp.float32)
+    value, grad = jax.value_and_grad(loss)(cosines)
+    assert np.isfinite(value) and np.all(np.isfinite(grad))

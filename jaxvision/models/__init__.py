@@ -7,6 +7,7 @@ import flax.linen as nn
 
 from jaxvision.errors import UserError
 from jaxvision.models.cnn import CNN
+from jaxvision.models.embedding import EmbeddingHead, Recognizer
 from jaxvision.models.faster_rcnn import FasterRCNN
 from jaxvision.models.fcos import FCOS
 from jaxvision.models.fpn import FPN
@@ -32,6 +33,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "retinanet": RetinaNet,
     "faster_rcnn": FasterRCNN,
     "mask_rcnn": partial(FasterRCNN, with_masks=True),
+    # Recognition: embeddings with a margin head (backbone="resnet50", margin="arcface", ...).
+    "recognizer": Recognizer,
 }
 
 
@@ -58,7 +61,9 @@ __all__ = [
     "RESNET_DEPTHS",
     "BasicBlock",
     "BottleneckBlock",
+    "EmbeddingHead",
     "FasterRCNN",
+    "Recognizer",
     "ResNet",
     "ResNetBackbone",
     "RetinaNet",

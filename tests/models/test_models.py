@@ -43,6 +43,15 @@ PINNED = {
     # tests/models/test_faster_rcnn.py.
     "faster_rcnn": 41_753_056,
     "mask_rcnn": 44_396_336,
+    # Faces setting (configs/faces_arcface_r50.py): ResNet-50 body on 112x112x3,
+    # CASIA-WebFace's 10,572 identities.
+    #   body (resnet50 without its fc: 25,557,032 - 2,049,000)  = 23,508,032
+    #   map_bn        2 * 2048 (c5 is 4x4x2048)                  =      4,096
+    #   fc            (4*4*2048)*512 + 512                       = 16,777,728
+    #   embedding_bn  512 (bias only)                            =        512
+    #   class_centres 10,624 (10,572 padded to 83 * 128) * 512   =  5,439,488
+    #   total                                                    = 45,729,856
+    "recognizer": 45_729_856,
 }
 # Outputs are dicts of per-location predictions (dense) or of the pyramid and RPN (two-stage).
 DETECTORS = ("fcos", "retinanet", "faster_rcnn", "mask_rcnn")
@@ -51,6 +60,8 @@ DETECTORS = ("fcos", "retinanet", "faster_rcnn", "mask_rcnn")
 SETTINGS = {name: ({"num_classes": 1000}, (2, 32, 32, 3)) for name in MODELS}
 SETTINGS["cnn"] = ({"num_classes": 10}, (2, 8, 8, 1))
 SETTINGS.update({name: ({"num_classes": 80}, (1, 64, 64, 3)) for name in DETECTORS})
+SETTINGS["recognizer"] = ({"num_classes": 10_572}, (1, 112, 112, 3))
+EMBEDDERS = ("recognizer",)  # Output embeddings, not logits (tests/models/test_embedding.py).
 
 
 def abstract_init(model, input_shape):
@@ -89,7 +100,7 @@ def test_param_count(name):
     assert count_params(variables) == PINNED[name]
 
 
-@pytest.mark.parametrize("name", sorted(set(MODELS) - set(DETECTORS)))
+@pytest.mark.parametrize("name", sorted(set(MODELS) - set(DETECTORS) - set(EMBEDDERS)))
 def test_logits_shape_and_dtype_in_train_step_call(name):
     kwargs, input_shape = SETTINGS[name]
     model = get_model(name, **kwargs)
