@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxvision import data, models, parallel, tasks
 from jaxvision.checkpoint import Checkpointer
@@ -47,12 +48,20 @@ def variable_shardings(mesh: Mesh, variables: Any) -> Any:
     """Where each (abstract) array lives: split over the `fsdp` axis (`parallel.fsdp_spec`).
 
     Used for parameters, BatchNorm statistics and optimizer moments alike, so
-    an optimizer moment is laid out like its parameter.
+    an optimizer moment is laid out like its parameter. One exception: a
+    margin head's `class_centres` (`models.embedding`), which grow with the
+    number of identities, are split over every device on their first axis,
+    as insightface's Partial FC splits them (replicated if they do not divide).
     """
     fsdp = mesh.shape["fsdp"]
-    return jax.tree.map(
-        lambda x: NamedSharding(mesh, parallel.fsdp_spec(x.shape, fsdp)), variables
-    )
+
+    def sharding(path: tuple, x: Any) -> NamedSharding:
+        name = getattr(path[-1], "key", None) if path else None
+        if name == "class_centres" and x.shape[0] % mesh.size == 0:
+            return NamedSharding(mesh, P(parallel.BATCH_AXES, None))
+        return NamedSharding(mesh, parallel.fsdp_spec(x.shape, fsdp))
+
+    return jax.tree_util.tree_map_with_path(sharding, variables)
 
 
 def abstract_arrays(shapes: Any, shardings: Any) -> Any:
@@ -106,7 +115,8 @@ class Experiment:
         self.mesh = mesh or parallel.make_mesh(config.mesh.data, config.mesh.fsdp)
         if info is None:
             data.prepare(config.data.name, config.data.data_dir)  # Process 0 first.
-            info = data.dataset_info(config.data.name, config.data.data_dir)
+            info = data.dataset_info(
+                config.data.name, config.data.data_dir, config.data.train_split)
         self.info = info
         model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
         self.model = models.get_model(
@@ -147,29 +157,53 @@ class Experiment:
     def evaluate(
         self, variables: dict[str, Any], export_dir: str | None = None
     ) -> dict[str, float]:
-        """One complete pass over the eval split with `variables`; the task's metrics.
+        """One complete pass over the eval split(s) with `variables`; the task's metrics.
 
-        With `export_dir`, the task also writes what it has to export there
-        (detection: COCO-format ground truth and detections).
+        `config.data.eval_split` is one split, or several separated by commas
+        (e.g. insightface's "lfw.bin,cfp_fp.bin,agedb_30.bin"); each is then
+        evaluated on its own and its metrics are prefixed with its name
+        ("lfw/verification_accuracy"). With `export_dir`, the task also writes
+        what it has to export there (detection: COCO-format ground truth and
+        detections; recognition: the ROC curve), in a sub-folder per split
+        when there are several.
         """
+        splits = [split.strip() for split in self.config.data.eval_split.split(",")]
+        if len(splits) == 1:
+            return self._evaluate_split(variables, splits[0], export_dir)
+        metrics = {}
+        for split in splits:
+            name = split_name(split)
+            split_dir = export_dir and os.path.join(export_dir, name)
+            for key, value in self._evaluate_split(variables, split, split_dir).items():
+                metrics[f"{name}/{key}"] = value
+        return metrics
+
+    def _evaluate_split(
+        self, variables: dict[str, Any], split: str, export_dir: str | None
+    ) -> dict[str, float]:
         cfg = self.config.data
         iterator = data.make_eval_iterator(
-            cfg.name, cfg.eval_split, cfg.data_dir,
+            cfg.name, split, cfg.data_dir,
             global_batch_size=self.config.eval_batch_size,
             sharding=self.batch_sharding, decode=self.decode,
             worker_count=cfg.worker_count,
         )
-        evaluator = self.task.Evaluator(self.config, self.info)
+        evaluator = self.task.Evaluator(self.config, self.info, split)
         num_batches = 0
         for batch in iterator:
             evaluator.add(jax.device_get(self.eval_step(variables, batch)))
             num_batches += 1
         if not num_batches:
             raise UserError(
-                f"The eval split {cfg.eval_split!r} of {cfg.name!r} is empty; set "
+                f"The eval split {split!r} of {cfg.name!r} is empty; set "
                 "config.data.eval_split to a split with examples."
             )
         return evaluator.result(export_dir)
+
+
+def split_name(split: str) -> str:
+    """A split's name in metric names: "test" -> "test", "/data/lfw.bin" -> "lfw"."""
+    return os.path.splitext(os.path.basename(split.rstrip("/")))[0] or split
 
 
 def restore(

@@ -1,12 +1,13 @@
-"""Reading input images and drawing detections on them (host side, NumPy + PIL).
+"""Reading input images, drawing detections on them, plotting ROC curves (host side).
 
 `scripts/predict.py` lists and loads the images it is given, runs a detector and
 writes copies with one box, class name and score per detection drawn on them
-(and, for instance segmentation, its mask as a translucent fill).
+(and, for instance segmentation, its mask as a translucent fill). Recognition
+evaluation draws its ROC curve with `plot_roc` (matplotlib).
 """
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps, features
@@ -210,3 +211,39 @@ def save_image(path: str, image: np.ndarray) -> None:
         raise UserError(
             f"Cannot write image {path!r} ({e}); choose a writable path with an image suffix."
         ) from e
+
+
+def plot_roc(path: str, curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "") -> None:
+    """Writes ROC curves, true accept rate over false accept rate (log axis), to `path` (PNG).
+
+    Args:
+      path: the image file; its folder is created when missing.
+      curves: legend label -> `(far [T], tar [T])`, a curve's points
+        (`metrics.verification.roc_curve`); points at FAR 0 cannot be drawn on
+        the log axis and are left out.
+      title: the plot's title.
+    """
+    import matplotlib  # Here, not at the top: only ROC plots need it.
+
+    matplotlib.use("Agg")  # Files only, whatever display the machine has.
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=120)
+    smallest = 1.0
+    for label, (far, tar) in curves.items():
+        drawn = far > 0
+        ax.plot(far[drawn], tar[drawn], label=label)
+        smallest = min(smallest, far[drawn].min(initial=1.0))
+    ax.set_xscale("log")
+    ax.set_xlim(min(max(smallest, 1e-6), 1e-2), 1.0)  # At least two decades.
+    ax.set_ylim(0.0, 1.01)
+    ax.set_xlabel("false accept rate")
+    ax.set_ylabel("true accept rate")
+    ax.grid(True, which="both", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)

@@ -53,6 +53,7 @@ TASK_KEYS = {
     "detection": {"data.image_size", "data.max_boxes", "data.mask_size", "augment.scale_range",
                   "augment.min_box_size", "detect.score_threshold", "detect.pre_nms_topk",
                   "detect.nms_iou", "detect.max_detections"},
+    "recognition": {"data.image_size", "augment.pad", "eval_flip", "eval_far"},
 }
 
 # Fields only one dataset has: tfds coco/2017 has no masks, its instances JSON files do.
@@ -105,7 +106,8 @@ def test_all_configs_are_listed():
         "cifar10_resnet18", "coco_faster_rcnn_r50_fpn", "coco_fcos_r50_fpn",
         "coco_mask_rcnn_r50_fpn", "coco_retinanet_r50_fpn", "digit_detection_faster_rcnn",
         "digit_detection_fcos", "digit_detection_mask_rcnn", "digit_detection_retinanet",
-        "digits_cnn", "imagenet_resnet50", "mnist_cnn",
+        "digit_instances_arcface", "digits_cnn", "faces_arcface_r50", "imagenet_resnet50",
+        "mnist_cnn",
     ]
 
 

@@ -7,6 +7,8 @@ task (recognition, tracking, ...) touches no other file of the library.
 
   classification  image -> one label; cross-entropy, accuracy
   detection       image -> boxes; the detector's own loss, COCO box AP
+  recognition     image -> embedding; a margin softmax (ArcFace, ...), verification
+                  accuracy and identification on unseen identities
 """
 
 from typing import Any, Protocol
@@ -18,7 +20,7 @@ import numpy as np
 
 from jaxvision.data import DatasetInfo, Decode
 from jaxvision.errors import UserError
-from jaxvision.tasks import classification, detection
+from jaxvision.tasks import classification, detection, recognition
 
 
 class EvalAccumulator(Protocol):
@@ -59,9 +61,9 @@ class Task(Protocol):
         """What one eval batch contributes; padding examples (`batch["mask"]` False) count for nothing."""
 
     def Evaluator(  # A class in the task module.
-        self, config: ml_collections.ConfigDict, info: DatasetInfo
+        self, config: ml_collections.ConfigDict, info: DatasetInfo, split: str
     ) -> EvalAccumulator:
-        """A fresh accumulator for one eval pass."""
+        """A fresh accumulator for one eval pass over `split`."""
 
     def synthetic_batch(
         self, config: ml_collections.ConfigDict, info: DatasetInfo, batch_size: int,
@@ -74,6 +76,7 @@ class Task(Protocol):
 TASKS: dict[str, Task] = {
     "classification": classification,
     "detection": detection,
+    "recognition": recognition,
 }
 
 

@@ -93,8 +93,8 @@ def eval_outputs(
 class Evaluator:
     """Adds up the eval sums of every batch; `result` gives mean loss and accuracy."""
 
-    def __init__(self, config: ml_collections.ConfigDict, info: data.DatasetInfo):
-        del config, info  # Nothing to configure.
+    def __init__(self, config: ml_collections.ConfigDict, info: data.DatasetInfo, split: str):
+        del config, info, split  # Nothing to configure.
         self._sums = {"loss": 0.0, "correct": 0.0, "count": 0.0}
 
     def add(self, outputs: dict[str, np.ndarray]) -> None:

@@ -149,8 +149,8 @@ class Evaluator:
     evaluation adds the mask metrics with a `mask_` prefix (`mask_AP`, ...).
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, info: data.DatasetInfo):
-        del config
+    def __init__(self, config: ml_collections.ConfigDict, info: data.DatasetInfo, split: str):
+        del config, split
         self._class_names = info.class_names
         self._annotations: list[coco.ImageAnnotations] = []
         self._detections: list[coco.ImageDetections] = []

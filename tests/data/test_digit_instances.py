@@ -119,7 +119,7 @@ def test_views_are_closer_to_their_own_identity_than_to_same_class_digits(view_i
         hard.append(_correlation(view_images[:, a], view_images[partner, b]))
         easy.append(_correlation(view_images[:, a], view_images[np.roll(np.arange(360), 1), b]))
     same, hard, easy = (np.concatenate(x) for x in (same, hard, easy))  # [1800] each.
-    assert same.mean() > hard.mean() + 0.05  # 0.62 vs 0.52.
+    assert same.mean() > hard.mean() + 0.05  # 0.70 vs 0.61.
     assert hard.mean() > easy.mean() + 0.05  # Same-class digits are alike too.
     assert (same > hard).mean() > 0.6  # 0.69: recognizable, but not from pixels alone.
 
@@ -130,7 +130,7 @@ def test_pixel_correlation_does_not_solve_verification(view_images):
     flat = view_images.reshape(3600, -1)
     score = _correlation(flat[pairs[:, 0]], flat[pairs[:, 1]])  # [3000]
     best = max(((score >= t) == pairs[:, 2]).mean() for t in np.unique(score))
-    assert 0.6 < best < 0.8  # 0.685.
+    assert 0.6 < best < 0.8  # 0.75.
 
 
 def test_pairs_follow_the_ten_fold_protocol():
