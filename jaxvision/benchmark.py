@@ -156,9 +156,10 @@ def reference_train_step(
     """The minimal Flax train step: model, bare loss, gradients, optimizer update.
 
     `images` float `[B, H, W, C]`, already normalized. The loss is
-    cross-entropy on `targets["label"]` `[B]` for classifiers, and the
-    detector's own `training_loss` on `targets["boxes"]`, `["labels"]` and
-    `["box_mask"]` (and `["masks"]`) for detectors.
+    cross-entropy on `targets["label"]` `[B]` for classifiers (of the margin
+    head's logits for recognizers), and the detector's own `training_loss` on
+    `targets["boxes"]`, `["labels"]` and `["box_mask"]` (and `["masks"]`) for
+    detectors.
     """
     variables = {"batch_stats": batch_stats}
     rngs = {"dropout": rng, "sampling": rng}
@@ -170,9 +171,12 @@ def reference_train_step(
                 rngs=rngs, mutable=["batch_stats"],
             )
         else:
+            inputs, method = (images,), None
+            if hasattr(model, "margin_logits"):  # A recognizer: its margin head's logits.
+                inputs, method = (images, targets["label"]), "margin_logits"
             logits, updates = model.apply(
-                {**variables, "params": params}, images, train=True, rngs=rngs,
-                mutable=["batch_stats"],
+                {**variables, "params": params}, *inputs, train=True, rngs=rngs,
+                mutable=["batch_stats"], method=method,
             )  # [B, K]
             loss = optax.softmax_cross_entropy_with_integer_labels(
                 logits, targets["label"]

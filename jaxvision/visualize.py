@@ -95,7 +95,7 @@ def load_image(path: str, channels: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).reshape(img.height, img.width, channels)  # [H, W, C]
 
 
-def _to_rgb(image: np.ndarray) -> np.ndarray:
+def to_rgb(image: np.ndarray) -> np.ndarray:
     """uint8 [H, W], [H, W, 1] or [H, W, 3] -> a new uint8 [H, W, 3] array."""
     image = np.asarray(image)
     if image.dtype != np.uint8 or not (
@@ -156,7 +156,7 @@ def draw_detections(
     Returns:
         uint8 [H, W, 3] RGB copy of `image` with the detections drawn.
     """
-    rgb = _to_rgb(image)  # [H, W, 3]
+    rgb = to_rgb(image)  # [H, W, 3]
     height, width = rgb.shape[:2]
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)  # [K, 4]
     labels = np.asarray(labels).reshape(-1)  # [K]

@@ -29,14 +29,19 @@ def _records(workdir):
         return [json.loads(line) for line in f]
 
 
-@pytest.fixture(scope="module")
-def arcface_run(digit_instances_dir, tmp_path_factory):
-    """A finished 2-step smoke run on digit_instances: (config, workdir)."""
-    config = digit_instances_arcface.get_config("smoke")
-    config.data.data_dir = digit_instances_dir
-    workdir = str(tmp_path_factory.mktemp("arcface_run"))
+def _finished_run(config_module, data_dir, tmp_path_factory):
+    """A finished 2-step smoke run of the config on 8 devices: (config, workdir)."""
+    config = config_module.get_config("smoke")
+    config.data.data_dir = data_dir
+    workdir = str(tmp_path_factory.mktemp("run"))
     train.train_and_evaluate(config, workdir)
     return config, workdir
+
+
+@pytest.fixture(scope="module")
+def arcface_run(digit_instances_dir, tmp_path_factory):
+    """The digit_instances smoke run."""
+    return _finished_run(digit_instances_arcface, digit_instances_dir, tmp_path_factory)
 
 
 def test_training_logs_verification_metrics_and_eval_reproduces_them(arcface_run):
@@ -204,11 +209,8 @@ def faces_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def faces_run(faces_dir, tmp_path_factory):
-    config = faces_arcface_r50.get_config("smoke")
-    config.data.data_dir = faces_dir
-    workdir = str(tmp_path_factory.mktemp("faces_run"))
-    train.train_and_evaluate(config, workdir)
-    return config, workdir
+    """The faces smoke run on `faces_dir`."""
+    return _finished_run(faces_arcface_r50, faces_dir, tmp_path_factory)
 
 
 def test_faces_config_trains_on_an_identity_folder_and_verifies_on_bin_files(faces_run):

@@ -29,7 +29,7 @@ from absl import logging
 from PIL import Image
 
 from jaxvision.errors import UserError
-from jaxvision.visualize import load_image
+from jaxvision.visualize import load_image, to_rgb
 
 # Image files of an identity folder, recognised by suffix (any case).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -225,16 +225,12 @@ def write_verification_bin(
         )
     bins = []
     for i, image in enumerate(images):
-        image = np.asarray(image)
-        if image.dtype != np.uint8 or not (
-            image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))
-        ):
-            raise ValueError(
-                f"Image {i}: expected uint8 [H, W, 3], [H, W] or [H, W, 1], got "
-                f"{image.dtype} {image.shape}."
-            )
+        try:
+            rgb = to_rgb(image)  # [H, W, 3]; the sources read every image as RGB.
+        except ValueError as e:
+            raise ValueError(f"Image {i}: {e}") from e
         buffer = io.BytesIO()
-        pil = Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+        pil = Image.fromarray(rgb)
         pil.save(buffer, format=format, **({"quality": 95} if format == "JPEG" else {}))
         bins.append(buffer.getvalue())
     try:

@@ -14,11 +14,9 @@ _VIEWS = {"train": di.NUM_TRAIN_VIEWS, "test": di.NUM_TEST_VIEWS}
 
 
 @pytest.fixture(scope="module")
-def instances_dir(tmp_path_factory) -> str:
-    """A tfds data dir in which "digit_instances" has been prepared (once per module)."""
-    data_dir = str(tmp_path_factory.mktemp("tfds_instances"))
-    data.load_source("digit_instances", "train", data_dir)
-    return data_dir
+def instances_dir(digit_instances_dir) -> str:
+    """A tfds data dir in which "digit_instances" has been prepared (tests/conftest.py)."""
+    return digit_instances_dir
 
 
 @pytest.fixture(scope="module")
