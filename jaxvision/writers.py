@@ -208,11 +208,8 @@ class MetricWriter:
             lines = f.read().splitlines()
         kept = []
         for line in lines:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            row = _parse_row(line)
+            if row is not None and row["step"] <= step:
                 kept.append(line)
                 self._rows[row["step"], row.get("split")] = row
         if len(kept) == len(lines):
@@ -250,6 +247,24 @@ class MetricWriter:
         if self._enabled:
             self._jsonl.close()
             self._tb.close()
+
+
+def _parse_row(line: str) -> dict | None:
+    """One line of metrics.jsonl as its row; None for a line cut short by a kill (or not a row)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) and isinstance(row.get("step"), int) else None
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """The rows of `workdir/metrics.jsonl` in order ([] without one), skipping broken lines."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [row for row in map(_parse_row, f) if row is not None]
 
 
 def _git_commit() -> str | None:

@@ -245,3 +245,14 @@ def test_a_bin_file_that_is_not_insightfaces_is_one_clear_error(faces_run, tmp_p
     config.data.eval_split = str(tmp_path / "lfw.bin")
     with pytest.raises(UserError, match="not an insightface verification .bin"):
         experiment.evaluate(config, workdir)
+
+
+def test_logged_threshold_is_the_newest_and_survives_a_line_cut_short(tmp_path):
+    assert recognition.logged_threshold(str(tmp_path)) is None  # No metrics.jsonl.
+    rows = [{"step": 2, "split": "test", "verification_threshold": 0.5},
+            {"step": 4, "split": "train", "loss": 1.0},
+            {"step": 4, "split": "lfw.bin,cfp_fp.bin",
+             "lfw/verification_threshold": 0.7, "cfp_fp/verification_threshold": 0.6}]
+    text = "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 6, "spl'  # Killed mid-write.
+    (tmp_path / "metrics.jsonl").write_text(text)
+    assert recognition.logged_threshold(str(tmp_path)) == 0.7  # lfw: the first eval set.

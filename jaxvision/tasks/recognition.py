@@ -40,7 +40,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxvision import data, losses, visualize
+from jaxvision import data, losses, visualize, writers
 from jaxvision.data import augment, identity_files
 from jaxvision.data.decode import resize_and_center_crop
 from jaxvision.errors import UserError
@@ -313,16 +313,11 @@ def read_pairs_file(path: str) -> tuple[list[tuple[str, str]], list[int | None]]
 
 def logged_threshold(workdir: str) -> float | None:
     """The newest `verification_threshold` in `workdir/metrics.jsonl` (the first eval set's), or None."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return None
     threshold = None
-    with open(path) as f:
-        for line in f:
-            row = json.loads(line)
-            keys = sorted(k for k in row if k.split("/")[-1] == "verification_threshold")
-            if keys:
-                threshold = float(row[keys[0]])
+    for row in writers.read_metrics(workdir):
+        keys = [k for k in row if k.split("/")[-1] == "verification_threshold"]  # Eval order.
+        if keys:
+            threshold = float(row[keys[0]])
     return threshold
 
 
