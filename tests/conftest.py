@@ -35,6 +35,16 @@ def digit_instances_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def moving_digits_dir(tmp_path_factory) -> str:
+    """A tfds data dir in which "moving_digits" has been prepared (once per session)."""
+    from jaxvision import data
+
+    data_dir = str(tmp_path_factory.mktemp("tfds_moving_digits"))
+    data.load_source("moving_digits", "train", data_dir)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
 def coco_dir(tmp_path_factory) -> str:
     """A tfds data dir holding a tiny prepared `coco/2017` of random images.
 

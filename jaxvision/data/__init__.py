@@ -1,22 +1,25 @@
 """Data: tfds builders and sources, host decoding, grain loaders, on-device augmentation.
 
 Importing this package registers jaxvision's own tfds builders ("digits",
-"digit_detection", "digit_instances").
+"digit_detection", "digit_instances", "moving_digits").
 """
 
 from jaxvision.data import (  # noqa: F401 - registers builders.
     digit_detection,
     digit_instances,
     digits,
+    moving_digits,
 )
 from jaxvision.data.augment import preprocess_for_eval, preprocess_for_train
 from jaxvision.data.datasets import (
     BUILTIN_DATASETS,
     FILE_DATASETS,
     DatasetInfo,
+    SequenceMetadata,
     dataset_info,
     load_source,
     prepare,
+    sequence_metadata,
     verification_pairs,
 )
 from jaxvision.data.decode import (
@@ -24,6 +27,7 @@ from jaxvision.data.decode import (
     Decode,
     DetectionDecode,
     RecognitionDecode,
+    TrackingDecode,
     letterbox,
     load_coco_segmentations,
 )
@@ -37,6 +41,8 @@ __all__ = [
     "Decode",
     "DetectionDecode",
     "RecognitionDecode",
+    "SequenceMetadata",
+    "TrackingDecode",
     "TrainIterator",
     "dataset_info",
     "letterbox",
@@ -47,5 +53,6 @@ __all__ = [
     "prepare",
     "preprocess_for_eval",
     "preprocess_for_train",
+    "sequence_metadata",
     "verification_pairs",
 ]

@@ -10,7 +10,7 @@ from the user's own files, with nothing to prepare; their splits are paths.
 import dataclasses
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -19,18 +19,14 @@ import tensorflow_datasets as tfds
 from absl import logging
 from jax.experimental import multihost_utils
 
-from jaxvision.data import identity_files
+from jaxvision.data import identity_files, mot_files
 from jaxvision.errors import UserError
 
 _CATALOG_URL = "https://www.tensorflow.org/datasets/catalog/overview"
 
 # The tfds builders defined in jaxvision (importing `jaxvision.data` registers
 # them); they are prepared locally on first use. Add new builders here.
-BUILTIN_DATASETS = ("digits", "digit_detection", "digit_instances")
-# Datasets read from the user's files. A split is a path, relative to the data dir:
-#   identity_folder: a folder with one sub-folder of images per identity (the
-#     CASIA-WebFace / insightface layout), or an insightface verification `.bin`.
-FILE_DATASETS = ("identity_folder",)
+BUILTIN_DATASETS = ("digits", "digit_detection", "digit_instances", "moving_digits")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +57,104 @@ class DatasetInfo:
         return self.image_shape[-1] if self.image_shape else 3
 
 
+@dataclasses.dataclass(frozen=True)
+class SequenceMetadata:
+    """One video sequence of a tracking split (see `sequence_metadata`).
+
+    Attributes:
+        name: The sequence's name (a MOT folder name, or "test-007").
+        num_frames: Frames of it in the split (its frame range, for "mot").
+        first_frame: The 1-based number of its first frame in the split.
+        frame_rate: Frames per second.
+        height, width: Image size in pixels.
+    """
+
+    name: str
+    num_frames: int
+    first_frame: int
+    frame_rate: float
+    height: int
+    width: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _FileDataset:
+    """How a dataset read from the user's files opens and describes a split.
+
+    Attributes:
+        open: (split, path of the split under the data dir) -> random-access source.
+        info: (source, split) -> its `DatasetInfo`.
+        path: split -> its path relative to the data dir (the split, unless it
+            carries more, such as a frame range).
+        sequences: source -> its video sequences; None for datasets of images.
+    """
+
+    open: Callable[[str, str], Any]
+    info: Callable[[Any, str], DatasetInfo]
+    path: Callable[[str], str] = lambda split: split
+    sequences: Callable[[Any], list[SequenceMetadata]] | None = None
+
+
+def _open_identity(split: str, path: str) -> identity_files.IdentitySource:
+    if path.lower().endswith(".bin"):
+        return identity_files.VerificationBinSource(path)
+    return identity_files.IdentityFolderSource(path)
+
+
+def _identity_info(source: identity_files.IdentitySource, split: str) -> DatasetInfo:
+    names = getattr(source, "class_names", ())  # A `.bin` has no identities.
+    return DatasetInfo(
+        num_classes=len(names), class_names=names, num_examples={split: len(source)},
+        image_shape=None,  # Sizes vary; images are decoded to RGB.
+    )
+
+
+def _open_mot(split: str, path: str) -> mot_files.MOTSource:
+    _, frames = mot_files.parse_split(split)
+    return mot_files.MOTSource(path, frames)
+
+
+def _mot_path(split: str) -> str:
+    return mot_files.parse_split(split)[0]
+
+
+def _mot_sequences(source: mot_files.MOTSource) -> list[SequenceMetadata]:
+    return [
+        SequenceMetadata(
+            name=sequence, num_frames=int(last - first + 1), first_frame=int(first),
+            frame_rate=info.frame_rate, height=info.height, width=info.width,
+        )
+        for sequence, info, first, last in zip(
+            source.sequences, source.infos, source.first_frames, source.last_frames,
+            strict=True,
+        )
+    ]
+
+
+def _mot_info(source: mot_files.MOTSource, split: str) -> DatasetInfo:
+    sizes = {(info.height, info.width, 3) for info in source.infos}
+    return DatasetInfo(
+        num_classes=len(mot_files.CLASS_NAMES), class_names=mot_files.CLASS_NAMES,
+        num_examples={split: len(source)},
+        image_shape=sizes.pop() if len(sizes) == 1 else None,
+        is_detection=True,
+    )
+
+
+# Datasets read from the user's files, with nothing to prepare. A split is a
+# path relative to the data dir (config.data.data_dir), or an absolute path:
+#   identity_folder: a folder with one sub-folder of images per identity (the
+#     CASIA-WebFace / insightface layout), or an insightface verification `.bin`;
+#   mot: a MOTChallenge split folder (MOT17/train: SEQ/seqinfo.ini, SEQ/img1/,
+#     SEQ/gt/gt.txt), optionally with a per-sequence frame range, "train[:50%]"
+#     / "train[50%:]" (ByteTrack's half split; see `mot_files.frame_range`).
+_FILE_DATASETS = {
+    "identity_folder": _FileDataset(_open_identity, _identity_info),
+    "mot": _FileDataset(_open_mot, _mot_info, path=_mot_path, sequences=_mot_sequences),
+}
+FILE_DATASETS = tuple(_FILE_DATASETS)
+
+
 def load_source(name: str, split: str, data_dir: str | None = None) -> Sequence[Any]:
     """Returns a random-access source (`len`, `[i]`) of dict records for one split.
 
@@ -72,7 +166,7 @@ def load_source(name: str, split: str, data_dir: str | None = None) -> Sequence[
             (`$TFDS_DATA_DIR` or ~/tensorflow_datasets).
     """
     if name in FILE_DATASETS:
-        return _identity_source(split, data_dir)
+        return _file_source(name, split, data_dir)
     builder = _builder(name, data_dir)
     # Splits are only known once prepared (and never under tfds mock_data).
     available = list(builder.info.splits)
@@ -98,16 +192,12 @@ def dataset_info(
     Args:
         name: A jaxvision builder, tfds catalog name or `FILE_DATASETS` name.
         data_dir: The tfds data dir (a file dataset's root); None means tfds's default.
-        split: File datasets only: the split (path) described, whose
-            identities are the classes (a `.bin` verification set has none).
+        split: File datasets only: the split (path) described; for
+            identity_folder its identities are the classes (a `.bin`
+            verification set has none), for mot it may carry a frame range.
     """
     if name in FILE_DATASETS:
-        source = _identity_source(split, data_dir)
-        names = getattr(source, "class_names", ())
-        return DatasetInfo(
-            num_classes=len(names), class_names=names, num_examples={split: len(source)},
-            image_shape=None,  # Sizes vary; images are decoded to RGB.
-        )
+        return _FILE_DATASETS[name].info(_file_source(name, split, data_dir), split)
     info = _builder(name, data_dir).info
     is_detection = "objects" in info.features
     label = info.features["objects"]["label"] if is_detection else info.features["label"]
@@ -134,11 +224,16 @@ def verification_pairs(name: str, split: str, data_dir: str | None = None) -> np
     Raises:
       UserError: the split has no pairs list.
     """
-    if name in FILE_DATASETS:
-        source = _identity_source(split, data_dir)
+    if name == "identity_folder":
+        source = _file_source(name, split, data_dir)
         if isinstance(source, identity_files.VerificationBinSource):
             return source.pairs()
         return identity_files.folder_pairs(source.labels, name=source.path)
+    if name in FILE_DATASETS:
+        raise UserError(
+            f"Dataset {name!r} has no verification pairs; evaluate verification on an "
+            "identity dataset (identity_folder, digit_instances)."
+        )
     metadata = _builder(name, data_dir).info.metadata or {}
     pairs = metadata.get("pairs", {})
     if split not in pairs:
@@ -149,20 +244,56 @@ def verification_pairs(name: str, split: str, data_dir: str | None = None) -> np
     return np.asarray(pairs[split], np.int32).reshape(-1, 4)
 
 
-@functools.lru_cache(maxsize=16)
-def _identity_source(
-    split: str, data_dir: str | None
-) -> identity_files.IdentityFolderSource | identity_files.VerificationBinSource:
-    """The `identity_folder` split at path `data_dir/split`: a folder or a `.bin` file."""
-    if data_dir is None and not os.path.isabs(os.path.expanduser(split)):
+def sequence_metadata(
+    name: str, split: str, data_dir: str | None = None
+) -> list[SequenceMetadata]:
+    """The video sequences of a tracking split, by sequence index (records' "sequence").
+
+    For evaluation and for writing results per sequence: MOTChallenge results
+    files are named after the sequence and trackers scale their motion model
+    with the frame rate.
+
+    Args:
+        name: "mot" or a builder whose `info.metadata` describes its
+            sequences ("moving_digits": sequence k is named "SPLIT-k", k 3 digits).
+        split: A split of it; for "mot" with its frame range ("train[50%:]").
+        data_dir: The data dir (for "mot", the folder the split is relative to).
+
+    Raises:
+        UserError: The dataset has no sequences.
+    """
+    file_dataset = _FILE_DATASETS.get(name)
+    if file_dataset is not None and file_dataset.sequences is not None:
+        return file_dataset.sequences(_file_source(name, split, data_dir))
+    metadata = {} if file_dataset else (_builder(name, data_dir).info.metadata or {})
+    splits = sorted(metadata.get("num_sequences", {}))
+    if split not in splits:
         raise UserError(
-            f"Dataset 'identity_folder' reads your files: set config.data.data_dir to the "
+            f"Dataset {name!r} has no video sequences in split {split!r}; use "
+            + (f"one of its splits {splits}." if splits else "a tracking dataset "
+               "(moving_digits, or mot with config.data.data_dir).")
+        )
+    size = metadata["frame_size"]
+    return [
+        SequenceMetadata(
+            name=f"{split}-{k:03d}", num_frames=metadata["frames_per_sequence"],
+            first_frame=1, frame_rate=float(metadata["frame_rate"]), height=size, width=size,
+        )
+        for k in range(metadata["num_sequences"][split])
+    ]
+
+
+@functools.lru_cache(maxsize=16)
+def _file_source(name: str, split: str, data_dir: str | None) -> Any:
+    """The source of a `FILE_DATASETS` split, read from `data_dir/<the split's path>`."""
+    path = _FILE_DATASETS[name].path(split)
+    if data_dir is None and not os.path.isabs(os.path.expanduser(path)):
+        raise UserError(
+            f"Dataset {name!r} reads your files: set config.data.data_dir to the "
             f"folder holding split {split!r}, or give the split as an absolute path."
         )
-    path = os.path.join(os.path.expanduser(data_dir or ""), os.path.expanduser(split))
-    if path.lower().endswith(".bin"):
-        return identity_files.VerificationBinSource(path)
-    return identity_files.IdentityFolderSource(path)
+    full = os.path.join(os.path.expanduser(data_dir or ""), os.path.expanduser(path))
+    return _FILE_DATASETS[name].open(split, full)
 
 
 def prepare(name: str, data_dir: str | None = None):

@@ -136,6 +136,10 @@ class DetectionDecode(Decode):
         self._warned: set[int] = set()  # Example ids with dropped boxes, reported once.
 
     def __call__(self, record: dict[str, Any]) -> dict[str, np.ndarray]:
+        return self._decode(record)[0]
+
+    def _decode(self, record: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The example and int64 [n]: the record's index of each kept box, in order."""
         image = np.asarray(record["image"], np.uint8)  # [H, W, C]
         height, width, _ = image.shape
         image_id = int(record["image/id"])
@@ -177,7 +181,7 @@ class DetectionDecode(Decode):
                 mask = self._object_mask(record, int(i), height, width)  # [H, W]
                 masks[row] = _box_mask(mask, box, self.mask_size)  # [G, G]
             extra["masks"] = masks  # [M, G, G]
-        return {
+        example = {
             "image": canvas,
             "boxes": np.pad(boxes, ((0, pad), (0, 0))),  # [M, 4]
             "labels": np.pad(labels, (0, pad)),  # [M]
@@ -189,6 +193,7 @@ class DetectionDecode(Decode):
             "width": np.int32(width),
             **extra,
         }
+        return example, np.flatnonzero(keep)
 
     def check(self, name: str, info: datasets.DatasetInfo) -> None:
         if not info.is_detection:
@@ -238,6 +243,58 @@ class DetectionDecode(Decode):
                 f" in {self.segmentations_file}" if self.segmentations_file else ""
             ),
         )
+
+
+class TrackingDecode(DetectionDecode):
+    """Tracking frame record (`moving_digits` layout) -> `DetectionDecode`'s example and tracks.
+
+    Adds, aligned with the kept boxes ("boxes", "box_mask") and padded to M:
+      - "track_ids": int32 [M], the object's track id in its sequence (0 on padding);
+      - "identities": int32 [M], its identity for the appearance embedding,
+        -1 on padding or where unknown (no "identity" field, or < 0, as for
+        MOT ignore regions);
+      - "visibility": float32 [M], the visible fraction (0 on padding; 1
+        where the record has no "visibility");
+      - "sequence", "frame": int32 [], the frame's sequence index and its
+        1-based frame number.
+
+    Attributes:
+        num_identities: Identities the embedding head can tell apart; an
+            identity >= this raises UserError naming config.model.num_identities.
+    """
+
+    def __init__(self, image_size: int, max_boxes: int, num_identities: int):
+        super().__init__(image_size, max_boxes)
+        self.num_identities = num_identities
+
+    def __call__(self, record: dict[str, Any]) -> dict[str, np.ndarray]:
+        example, kept = self._decode(record)  # kept: int64 [n]
+        objects = record["objects"]
+        num = len(np.asarray(objects["label"]).reshape(-1))
+
+        def field(key: str, default: float, dtype: type) -> np.ndarray:
+            if key not in objects:
+                return np.full(len(kept), default, dtype)
+            return np.asarray(objects[key], dtype).reshape(num)[kept]  # [n]
+
+        identities = field("identity", -1, np.int64)  # [n]
+        if identities.size and identities.max() >= self.num_identities:
+            raise UserError(
+                f"Example {int(record['image/id'])} has identity {int(identities.max())}, "
+                f"but config.model.num_identities={self.num_identities}; raise "
+                f"config.model.num_identities to at least {int(identities.max()) + 1}."
+            )
+        pad = self.max_boxes - len(kept)
+        return {
+            **example,
+            "track_ids": np.pad(field("track_id", 0, np.int32), (0, pad)),  # [M]
+            "identities": np.pad(
+                np.maximum(identities, -1).astype(np.int32), (0, pad), constant_values=-1
+            ),  # [M]
+            "visibility": np.pad(field("visibility", 1.0, np.float32), (0, pad)),  # [M]
+            "sequence": np.int32(record["sequence"]),
+            "frame": np.int32(record["frame"]),
+        }
 
 
 def load_coco_segmentations(path: str) -> dict[int, Any]:
