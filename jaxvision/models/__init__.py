@@ -11,6 +11,7 @@ from jaxvision.models.embedding import EmbeddingHead, Recognizer
 from jaxvision.models.faster_rcnn import FasterRCNN
 from jaxvision.models.fcos import FCOS
 from jaxvision.models.fpn import FPN
+from jaxvision.models.jde import JDE
 from jaxvision.models.resnet import (
     RESNET_DEPTHS,
     BasicBlock,
@@ -35,6 +36,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mask_rcnn": partial(FasterRCNN, with_masks=True),
     # Recognition: embeddings with a margin head (backbone="resnet50", margin="arcface", ...).
     "recognizer": Recognizer,
+    # Tracking: FCOS plus a per-location embedding trained on identities (num_identities=...).
+    "jde": JDE,
 }
 
 
@@ -57,6 +60,7 @@ __all__ = [
     "CNN",
     "FCOS",
     "FPN",
+    "JDE",
     "MODELS",
     "RESNET_DEPTHS",
     "BasicBlock",

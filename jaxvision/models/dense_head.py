@@ -241,29 +241,50 @@ class DenseDetector(nn.Module):
           "boxes" `[B, D, 4]` xyxy, "scores" `[B, D]`, "labels" `[B, D]` int32 and
           "valid" `[B, D]` bool (False: empty slot), best first; D = max_detections.
         """
-        image_size = images.shape[1:3]
-        boxes, scores = self.detect(self(images, train=False), image_size)  # [B, N, 4], [B, N, K]
+        detections, _ = self.postprocess(
+            self(images, train=False), images.shape[1:3], score_threshold=score_threshold,
+            pre_nms_topk=pre_nms_topk, nms_iou=nms_iou, max_detections=max_detections,
+        )
+        return detections
+
+    @nn.nowrap
+    def postprocess(
+        self, outputs: dict[str, jax.Array], image_size: tuple[int, int], *,
+        score_threshold: float, pre_nms_topk: int, nms_iou: float, max_detections: int,
+    ) -> tuple[dict[str, jax.Array], jax.Array]:
+        """`predict`'s per-level top-k and NMS on `__call__`'s outputs.
+
+        Returns:
+          `predict`'s detections, and int32 `[B, D]` the output row (point or
+          anchor, into `N`) each detection came from (0 on empty slots), so a
+          subclass can gather more of that row's outputs (`models.jde`).
+        """
+        boxes, scores = self.detect(outputs, image_size)  # [B, N, 4], [B, N, K]
         batch, _, num_classes = scores.shape
 
-        candidates = []  # Per level: (boxes [B, k, 4], scores [B, k], labels [B, k]).
+        candidates = []  # Per level: (boxes [B, k, 4], scores [B, k], labels [B, k], rows [B, k]).
         start = 0
         for size in self.level_sizes(image_size):
             level = scores[:, start : start + size].reshape(batch, size * num_classes)  # [B, n*K]
             top_scores, flat = jax.lax.top_k(level, min(pre_nms_topk, size * num_classes))
             rows = start + flat // num_classes  # [B, k] into N
             top_boxes = jnp.take_along_axis(boxes, rows[..., None], axis=1)  # [B, k, 4]
-            candidates.append((top_boxes, top_scores, flat % num_classes))
+            candidates.append((top_boxes, top_scores, flat % num_classes, rows))
             start += size
-        cand_boxes, cand_scores, cand_labels = (
+        cand_boxes, cand_scores, cand_labels, cand_rows = (
             jnp.concatenate(parts, axis=1) for parts in zip(*candidates)
-        )  # [B, C, 4], [B, C], [B, C]
+        )  # [B, C, 4], [B, C], [B, C], [B, C]
         kept = nms.batched_nms(
             cand_boxes, cand_scores, cand_labels, nms_iou, max_detections,
             score_threshold=score_threshold,
         )
-        return {
+        detections = {
             "boxes": kept["boxes"],
             "scores": kept["scores"],
             "labels": kept["classes"].astype(jnp.int32),
             "valid": kept["valid"],
         }
+        rows = jnp.where(
+            kept["valid"], jnp.take_along_axis(cand_rows, kept["indices"], axis=1), 0
+        )  # [B, D]
+        return detections, rows.astype(jnp.int32)

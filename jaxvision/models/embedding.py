@@ -150,20 +150,46 @@ class Recognizer(nn.Module):
           float32 [B, K']: the `margin`'s logits for the first K columns, and
           `_PADDING_LOGIT` (never chosen, no gradient) for the padding centres.
         """
-        features = self.features(images, train)  # [B, D]
-        centres = self.class_centres.astype(jnp.float32)  # [K', D]
-        margins = MARGINS[self.margin]
-        if margins is None:  # softmax
-            logits = features @ centres.T  # [B, K']
-        else:
-            cosines = l2_normalize(features) @ l2_normalize(centres).T  # [B, K']
-            m1, m2, m3 = margins
-            logits = losses.combined_margin_logits(
-                cosines, labels, scale=self.scale, m1=m1, m2=m2, m3=m3,
-                easy_margin=self.easy_margin,
-            )  # [B, K']
-        is_real = jnp.arange(centres.shape[0]) < self.num_classes  # [K']
-        return jnp.where(is_real, logits, _PADDING_LOGIT)
+        return margin_head(
+            self.features(images, train), self.class_centres, labels,
+            num_classes=self.num_classes, margin=self.margin, scale=self.scale,
+            easy_margin=self.easy_margin,
+        )
+
+
+def margin_head(
+    features: jax.Array, centres: jax.Array, labels: jax.Array, *, num_classes: int,
+    margin: str, scale: float, easy_margin: bool,
+) -> jax.Array:
+    """The margin head's logits of features [B, D] against padded class centres [K', D].
+
+    Shared by `Recognizer` and the tracker's joint detection and embedding
+    model (`models.jde`).
+
+    Args:
+      features: float [B, D] embeddings before L2 normalisation.
+      centres: [K', D] class centres; rows from `num_classes` on are padding.
+      labels: int [B] true classes in [0, num_classes).
+      num_classes: K, the real centres.
+      margin: a `MARGINS` name; scale, easy_margin: see `losses.combined_margin_logits`.
+
+    Returns:
+      float32 [B, K']: the `margin`'s logits for the first K columns, and
+      `_PADDING_LOGIT` (never chosen, no gradient) for the padding centres.
+    """
+    features = features.astype(jnp.float32)  # [B, D]
+    centres = centres.astype(jnp.float32)  # [K', D]
+    margins = MARGINS[margin]
+    if margins is None:  # softmax
+        logits = features @ centres.T  # [B, K']
+    else:
+        cosines = l2_normalize(features) @ l2_normalize(centres).T  # [B, K']
+        m1, m2, m3 = margins
+        logits = losses.combined_margin_logits(
+            cosines, labels, scale=scale, m1=m1, m2=m2, m3=m3, easy_margin=easy_margin,
+        )  # [B, K']
+    is_real = jnp.arange(centres.shape[0]) < num_classes  # [K']
+    return jnp.where(is_real, logits, _PADDING_LOGIT)
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:

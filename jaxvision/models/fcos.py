@@ -102,10 +102,27 @@ class FCOS(DenseDetector):
           `N = sum(self.level_sizes((H, W)))`.
         """
         chex.assert_rank(images, 4)
-        pyramid = backbone_pyramid(
+        return self.head(self.pyramid(images, train), images.shape)
+
+    @nn.nowrap
+    def pyramid(self, images: jax.Array, train: bool) -> dict[str, jax.Array]:
+        """The backbone and FPN (children "backbone", "fpn"): `{"p3": [B, H/8, W/8, F], ...}`.
+
+        Call it inside a compact method (`__call__` here, `JDE.__call__`).
+        """
+        return backbone_pyramid(
             self.backbone, self.backbone_width, self.fpn_features, "p5", self.dtype,
             self.param_dtype, images, train,
         )
+
+    @nn.nowrap
+    def head(
+        self, pyramid: dict[str, jax.Array], image_shape: tuple[int, ...]
+    ) -> dict[str, jax.Array]:
+        """The towers and prediction convs on `pyramid`: `__call__`'s outputs.
+
+        Call it inside a compact method; `image_shape` is the input's `(B, H, W, C)`.
+        """
         # One instance of each conv, applied to every level: shared weights.
         conv = functools.partial(head_conv, dtype=self.dtype, param_dtype=self.param_dtype)
         cls_conv = conv(self.num_classes, "cls_logits", bias_init=prior_bias_init(self.prior_prob))
@@ -131,8 +148,8 @@ class FCOS(DenseDetector):
             "ltrb": ltrb.astype(jnp.float32),  # [B, N, 4]
             "centerness": centerness.astype(jnp.float32),  # [B, N]
         }
-        total = sum(self.level_sizes(images.shape[1:3]))
-        chex.assert_shape(outputs["logits"], (images.shape[0], total, self.num_classes))
+        total = sum(self.level_sizes(image_shape[1:3]))
+        chex.assert_shape(outputs["logits"], (image_shape[0], total, self.num_classes))
         return outputs
 
     def level_sizes(self, image_size: tuple[int, int]) -> tuple[int, ...]:

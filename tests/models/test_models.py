@@ -52,15 +52,24 @@ PINNED = {
     #   class_centres 10,624 (10,572 padded to 83 * 128) * 512   =  5,439,488
     #   total                                                    = 45,729,856
     "recognizer": 45_729_856,
+    # JDE on FCOS's COCO setting with one class and 1,000 identities:
+    #   fcos at 1 class (32,297,370 - 80-class cls_logits 184,400 + 3*3*256*1 + 1) = 32,115,275
+    #   embedding_tower  one 3x3 conv 3*3*256*256 + 256 and its GroupNorm 2*256      =    590,592
+    #   embedding        3*3*256*64 + 64                                            =    147,520
+    #   embedding_norm   BatchNorm without scale: 64 biases                         =         64
+    #   class_centres    1,024 (1,000 padded to 8 * 128) * 64                       =     65,536
+    #   total                                                                       = 32,918,987
+    "jde": 32_918_987,
 }
 # Outputs are dicts of per-location predictions (dense) or of the pyramid and RPN (two-stage).
-DETECTORS = ("fcos", "retinanet", "faster_rcnn", "mask_rcnn")
+DETECTORS = ("fcos", "retinanet", "faster_rcnn", "mask_rcnn", "jde")
 
 # (kwargs, input shape) that PINNED counts refer to; also used for the shape tests.
 SETTINGS = {name: ({"num_classes": 1000}, (2, 32, 32, 3)) for name in MODELS}
 SETTINGS["cnn"] = ({"num_classes": 10}, (2, 8, 8, 1))
 SETTINGS.update({name: ({"num_classes": 80}, (1, 64, 64, 3)) for name in DETECTORS})
 SETTINGS["recognizer"] = ({"num_classes": 10_572}, (1, 112, 112, 3))
+SETTINGS["jde"] = ({"num_classes": 1, "num_identities": 1000}, (1, 64, 64, 3))
 EMBEDDERS = ("recognizer",)  # Output embeddings, not logits (tests/models/test_embedding.py).
 
 
