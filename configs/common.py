@@ -7,15 +7,18 @@ Detection: `detect` (post-processing) and the two training recipes that all
 detector configs share, `digit_detection` and `coco_1x`; they hold the
 dense heads' (FCOS, RetinaNet) or the two-stage detectors' (Faster and Mask
 R-CNN) model fields, and the detector config then adds its own settings.
+Tracking: `track`, the tracker's settings.
 
 A value that only one config uses stays in that config, with its reason.
 """
 
+import dataclasses
 import os
 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from jaxvision import tracking
 from jaxvision.errors import UserError
 
 VARIANTS = ("smoke",)  # Every config has these (besides the default, named by no arg).
@@ -339,3 +342,16 @@ def coco_1x(detector: str, variant: str, nms_iou: float) -> ml_collections.Confi
         config.data.update(max_boxes=8, worker_count=0, mask_size=min(config.data.mask_size, 16))
         smoke(config, steps=2)
     return config
+
+
+def track(**overrides) -> ml_collections.ConfigDict:
+    """`config.track`: the tracker's settings, every field of `jaxvision.tracking.TrackerConfig`.
+
+    Defaults are the dataclass's (ByteTrack's thresholds where it has them);
+    a config passes its own as keyword arguments.
+    """
+    fields = dataclasses.asdict(tracking.TrackerConfig())
+    unknown = set(overrides) - set(fields)
+    if unknown:
+        raise ValueError(f"Unknown tracker settings {sorted(unknown)}; use fields of {sorted(fields)}.")
+    return ml_collections.ConfigDict({**fields, **overrides})

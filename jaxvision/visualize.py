@@ -1,9 +1,11 @@
-"""Reading input images, drawing detections on them, plotting ROC curves (host side).
+"""Reading input images, drawing detections and tracks on them, plotting ROC curves (host side).
 
 `scripts/predict.py` lists and loads the images it is given, runs a detector and
 writes copies with one box, class name and score per detection drawn on them
 (and, for instance segmentation, its mask as a translucent fill). Recognition
-evaluation draws its ROC curve with `plot_roc` (matplotlib).
+evaluation draws its ROC curve with `plot_roc` (matplotlib). `scripts/track.py`
+draws each frame's tracks with `draw_tracks` (box, id and trail in the track's
+colour) and writes the frames as a video or GIF with `write_video`.
 """
 
 import os
@@ -134,6 +136,7 @@ def draw_detections(
     masks: np.ndarray | Sequence[np.ndarray] | None = None,
     *,
     line_width: int | None = None,
+    tags: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Draws each detection as a box outline with a "<class name> <score>" tag.
 
@@ -152,6 +155,7 @@ def draw_detections(
             detection's mask already pasted into `image` pixels (e.g. by
             `jaxvision.coco.paste_mask`).
         line_width: Outline width in pixels; default grows with the image size.
+        tags: [K] texts that replace the "<class name> <score>" tags.
 
     Returns:
         uint8 [H, W, 3] RGB copy of `image` with the detections drawn.
@@ -174,7 +178,7 @@ def draw_detections(
     font = ImageFont.load_default(font_size) if has_freetype else ImageFont.load_default()
     pil = Image.fromarray(rgb)
     draw = ImageDraw.Draw(pil)
-    for box, label, score in zip(boxes, labels, scores):
+    for k, (box, label, score) in enumerate(zip(boxes, labels, scores, strict=True)):
         (x0, x1), (y0, y1) = np.sort(box[[0, 2]]), np.sort(box[[1, 3]])
         if not np.all(np.isfinite(box)) or x1 < 0 or y1 < 0 or x0 > width - 1 or y0 > height - 1:
             continue  # Nothing of it is visible.
@@ -184,7 +188,7 @@ def draw_detections(
         color = PALETTE[label % len(PALETTE)]
         draw.rectangle((x0, y0, x1, y1), outline=color, width=line_width)  # Width grows inward.
         name = class_names[label] if 0 <= label < len(class_names) else str(label)
-        text = f"{name} {float(score):.2f}"
+        text = tags[k] if tags is not None else f"{name} {float(score):.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         tag_w, tag_h = right - left + 2 * _TAG_PAD, bottom - top + 2 * _TAG_PAD
         tag_x = max(0, min(x0, width - tag_w))
@@ -247,3 +251,62 @@ def plot_roc(path: str, curves: Mapping[str, tuple[np.ndarray, np.ndarray]], tit
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+def draw_tracks(
+    image: np.ndarray, boxes: np.ndarray, ids: np.ndarray,
+    trails: Mapping[int, Sequence[tuple[float, float]]], *, upscale: int = 1,
+) -> np.ndarray:
+    """Draws each track's box and id, and its trail, in a colour of its own.
+
+    Args:
+        image: uint8 [H, W], [H, W, 1] or [H, W, 3]; not modified.
+        boxes: float [K, 4] (x0, y0, x1, y1) in `image` pixels.
+        ids: int [K] track ids; track `i` is drawn in PALETTE[i % 10].
+        trails: track id -> its recent box centres (x, y) in `image` pixels,
+            oldest first; drawn as a line for the ids in `ids`.
+        upscale: draws on the image enlarged this many times (nearest
+            neighbour), so tags fit on small frames.
+
+    Returns:
+        uint8 [H * upscale, W * upscale, 3] RGB.
+    """
+    rgb = to_rgb(image)  # [H, W, 3]
+    if upscale > 1:
+        rgb = rgb.repeat(upscale, axis=0).repeat(upscale, axis=1)
+    ids = np.asarray(ids, np.int64).reshape(-1)  # [K]
+    pil = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(pil)
+    for track_id in ids:
+        points = [(x * upscale, y * upscale) for x, y in trails.get(int(track_id), ())]
+        if len(points) > 1:
+            draw.line(points, fill=PALETTE[track_id % len(PALETTE)], width=max(1, upscale // 2))
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4) * upscale  # [K, 4]
+    return draw_detections(
+        np.asarray(pil), boxes, ids, np.ones(len(ids)), (), tags=[str(i) for i in ids],
+    )
+
+
+def write_video(path: str, frames: Sequence[np.ndarray], fps: float) -> None:
+    """Writes uint8 RGB frames [H, W, 3] as an animated GIF (by suffix) or a video (MP4, ...).
+
+    GIFs are written with PIL; other formats with imageio's FFmpeg plugin.
+
+    Raises:
+        UserError: no frames, or the file cannot be written.
+    """
+    if not frames:
+        raise UserError(f"No frame to write to {path!r}: none of the input frames could be read.")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    try:
+        if path.lower().endswith(".gif"):
+            first, *rest = (Image.fromarray(frame) for frame in frames)
+            first.save(path, save_all=True, append_images=rest, duration=round(1000 / fps), loop=0)
+        else:
+            import imageio.v3 as iio  # Here, not at the top: only videos need FFmpeg.
+
+            iio.imwrite(path, np.stack(frames), fps=fps, codec="libx264", macro_block_size=1)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise UserError(
+            f"Cannot write video {path!r} ({e}); choose a writable path ending in .gif or .mp4."
+        ) from e

@@ -5,6 +5,7 @@ and coco/2017 by a tiny prepared copy of random images (`coco_dir` in
 conftest), so the real code paths run offline.
 """
 
+import dataclasses
 import glob
 import importlib
 import json
@@ -24,6 +25,7 @@ from ml_collections import config_flags
 from jaxvision import data, optim, train
 from jaxvision.errors import UserError
 from jaxvision.tasks import detection
+from jaxvision.tracking import TrackerConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(
@@ -54,6 +56,11 @@ TASK_KEYS = {
                   "augment.min_box_size", "detect.score_threshold", "detect.pre_nms_topk",
                   "detect.nms_iou", "detect.max_detections"},
     "recognition": {"data.image_size", "augment.pad", "eval_flip", "eval_far"},
+    # A tracker's: its detector's (no masks), every tracker setting and the eval's ignore rule.
+    "tracking": {"data.image_size", "data.max_boxes", "augment.scale_range",
+                 "augment.min_box_size", "detect.score_threshold", "detect.pre_nms_topk",
+                 "detect.nms_iou", "detect.max_detections", "eval_min_visibility"}
+    | {f"track.{field.name}" for field in dataclasses.fields(TrackerConfig)},
 }
 
 # Fields only one dataset has: tfds coco/2017 has no masks, its instances JSON files do.
@@ -107,7 +114,7 @@ def test_all_configs_are_listed():
         "coco_mask_rcnn_r50_fpn", "coco_retinanet_r50_fpn", "digit_detection_faster_rcnn",
         "digit_detection_fcos", "digit_detection_mask_rcnn", "digit_detection_retinanet",
         "digit_instances_arcface", "digits_cnn", "faces_arcface_r50", "imagenet_resnet50",
-        "mnist_cnn",
+        "mnist_cnn", "mot17_tracking", "moving_digits_tracking",
     ]
 
 

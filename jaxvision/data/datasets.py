@@ -256,7 +256,8 @@ def sequence_metadata(
     Args:
         name: "mot" or a builder whose `info.metadata` describes its
             sequences ("moving_digits": sequence k is named "SPLIT-k", k 3 digits).
-        split: A split of it; for "mot" with its frame range ("train[50%:]").
+        split: A split of it; for "mot" with its frame range ("train[50%:]"). A
+            tfds slice of a builder's split ("test[:80]") describes the whole split.
         data_dir: The data dir (for "mot", the folder the split is relative to).
 
     Raises:
@@ -267,6 +268,7 @@ def sequence_metadata(
         return file_dataset.sequences(_file_source(name, split, data_dir))
     metadata = {} if file_dataset else (_builder(name, data_dir).info.metadata or {})
     splits = sorted(metadata.get("num_sequences", {}))
+    split = split.split("[")[0].strip()  # A slice ("test[:80]") keeps the split's sequence indices.
     if split not in splits:
         raise UserError(
             f"Dataset {name!r} has no video sequences in split {split!r}; use "

@@ -475,15 +475,25 @@ def _empty_ground_truth() -> GroundTruth:
     )
 
 
+def ground_truth_roles(gt: GroundTruth, sequence_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Which gt rows are targets and which ignore regions (TrackEval's MOTChallenge rules).
+
+    Returns:
+        (target bool [N]: class 1 with consider flag 1; ignore bool [N]: a
+        distractor class, MOT20's list for sequences named MOT20-*). Rows that
+        are neither are not scored at all.
+    """
+    distractors = (
+        MOT20_DISTRACTOR_CLASSES if sequence_name.startswith("MOT20") else DISTRACTOR_CLASSES
+    )
+    return gt.consider & (gt.classes == PEDESTRIAN), np.isin(gt.classes, distractors)
+
+
 def _objects(
     gt: GroundTruth, sequence: _Sequence, frames: tuple[int, int], first_identity: int
 ) -> tuple[tuple[np.ndarray, dict[str, np.ndarray]], int]:
     """A sequence's record objects, sorted by (frame, id), and the next free identity."""
-    distractors = (
-        MOT20_DISTRACTOR_CLASSES if sequence.name.startswith("MOT20") else DISTRACTOR_CLASSES
-    )
-    target = gt.consider & (gt.classes == PEDESTRIAN)  # [N]
-    ignore = np.isin(gt.classes, distractors)  # [N]
+    target, ignore = ground_truth_roles(gt, sequence.name)  # [N] each
     keep = (target | ignore) & (gt.frames >= frames[0]) & (gt.frames <= frames[1])
     order = np.flatnonzero(keep)[np.lexsort((gt.ids[keep], gt.frames[keep]))]  # [R]
     target = target[order]  # [R]

@@ -1,1 +1,1 @@
-"""Evaluation metrics: face/identity verification and identification (`verification`)."""
+"""Evaluation metrics: identity verification and identification (`verification`), multi-object tracking (`mot`: MOTA, IDF1, HOTA)."""

@@ -9,6 +9,8 @@ task (recognition, tracking, ...) touches no other file of the library.
   detection       image -> boxes; the detector's own loss, COCO box AP
   recognition     image -> embedding; a margin softmax (ArcFace, ...), verification
                   accuracy and identification on unseen identities
+  tracking        video -> tracks; a detector that also embeds (JDE), the tracker of
+                  `jaxvision.tracking` at evaluation, MOTA / IDF1 / HOTA
 """
 
 from typing import Any, Protocol
@@ -20,7 +22,7 @@ import numpy as np
 
 from jaxvision.data import DatasetInfo, Decode
 from jaxvision.errors import UserError
-from jaxvision.tasks import classification, detection, recognition
+from jaxvision.tasks import classification, detection, recognition, tracking
 
 
 class EvalAccumulator(Protocol):
@@ -77,6 +79,7 @@ TASKS: dict[str, Task] = {
     "classification": classification,
     "detection": detection,
     "recognition": recognition,
+    "tracking": tracking,
 }
 
 

@@ -69,7 +69,9 @@ def loss_fn(
     """The detector's loss on an augmented training batch.
 
     Crowd regions are left out of training (as in Detectron2 and torchvision);
-    they only matter to COCO evaluation.
+    they only matter to COCO evaluation. The tracking task uses this loss too:
+    its batches' "identities" `[B, M]` go to the detector with the boxes (the
+    augmentation only drops boxes, so the rows stay aligned).
 
     Returns:
       `(loss, (new_batch_stats, metrics))`, metrics being batch-level scalars.
@@ -85,6 +87,8 @@ def loss_fn(
     targets = {"boxes": augmented[1], "labels": batch["labels"], "box_mask": augmented[2]}
     if "masks" in batch:
         targets["masks"] = augmented[3]
+    if "identities" in batch:  # Tracking: the JDE detector also learns to tell them apart.
+        targets["identities"] = batch["identities"]
     (loss, metrics), updates = model.apply(
         {"params": params, "batch_stats": batch_stats}, images, targets,
         method="training_loss", rngs={"sampling": jax.random.fold_in(rng, 1)},
