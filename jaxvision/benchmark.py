@@ -27,12 +27,12 @@ import numpy as np
 import optax
 from absl import logging
 
-from jaxvision import data, profiling
+from jaxvision import data, profiling, tracking
 from jaxvision.errors import UserError
 from jaxvision.experiment import Experiment
 from jaxvision.train import Trainer, model_variables
 
-MODES = ("train", "eval", "input")
+MODES = ("train", "eval", "input", "track")
 # Catalog datasets whose tfds builder needs TensorFlow to describe them: what
 # the benchmark assumes when they are not prepared here (tfds declares COCO
 # 2017 with 80 classes and RGB images of varying sizes).
@@ -103,7 +103,7 @@ def override(
             config.batch_size = config.eval_batch_size = batch_size
         if dtype is not None:
             config.dtype = dtype
-        if image_size is not None and config.task == "detection":
+        if image_size is not None and config.task in ("detection", "tracking"):
             config.data.image_size = image_size  # The canvas side.
         elif image_size is not None:
             config.augment.crop_size = config.data.resize_size = image_size
@@ -233,7 +233,8 @@ def run_benchmark(
     Args:
       config: the experiment config (batch size, dtype, image size as set there).
       mode: "train" / "eval": the jitted step on synthetic data; "input": the
-        real data loader alone (needs the prepared dataset).
+        real data loader alone (needs the prepared dataset); "track": the
+        tracker alone (`_benchmark_tracker`).
       steps: timed steps.
       warmup: untimed steps before them (compilation is timed separately).
       reference: also time `reference_train_step` (train mode only).
@@ -258,6 +259,8 @@ def run_benchmark(
     }
     if mode == "input":
         return {**result, **_benchmark_input(config, batch_size, steps, warmup)}
+    if mode == "track":
+        return {**result, **_benchmark_tracker(config, steps, warmup)}
 
     trainer = Trainer(
         Experiment(config, info=synthetic_info(config)),
@@ -365,6 +368,47 @@ def _benchmark_input(config: ml_collections.ConfigDict, batch_size: int, steps: 
     # Prefetching makes single batches bursty: the rate is over the whole run.
     summary["images_per_s"] = batch_size * steps / sum(times)
     return {"image_size": image_size, **summary}
+
+
+# The tracker benchmark's synthetic sequence: frames, and objects in every frame.
+_TRACK_FRAMES = 64
+_TRACK_OBJECTS = 4
+
+
+def _benchmark_tracker(config: ml_collections.ConfigDict, steps: int, warmup: int):
+    """Frames/s of the tracker alone (`config.track`), one `track_sequence` scan per step.
+
+    The sequence: `_TRACK_OBJECTS` boxes moving in straight lines through
+    `_TRACK_FRAMES` frames, each detected every frame (score 0.9, random
+    unit embeddings), in `config.detect.max_detections` slots.
+    """
+    if config.task != "tracking":
+        raise UserError(f"--track times a tracker; config.task is {config.task!r}.")
+    tracker = tracking.TrackerConfig(**config.track.to_dict())
+    rng = np.random.default_rng(0)
+    slots, dim, size = config.detect.max_detections, config.model.embedding_dim, config.data.image_size
+    start = rng.uniform(0, size / 2, (_TRACK_OBJECTS, 2))  # [K, 2] top-left corners
+    velocity = rng.uniform(-2, 2, (_TRACK_OBJECTS, 2))  # [K, 2] pixels per frame
+    corners = start + velocity * np.arange(_TRACK_FRAMES)[:, None, None]  # [F, K, 2]
+    boxes = np.zeros((_TRACK_FRAMES, slots, 4), np.float32)
+    boxes[:, :_TRACK_OBJECTS] = np.concatenate([corners, corners + size / 8], axis=-1)
+    valid = np.zeros((_TRACK_FRAMES, slots), bool)
+    valid[:, :_TRACK_OBJECTS] = True
+    embeddings = rng.normal(size=(_TRACK_OBJECTS, dim))
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    detections = {
+        "boxes": boxes, "scores": np.where(valid, 0.9, 0.0).astype(np.float32), "valid": valid,
+        "embeddings": np.zeros((_TRACK_FRAMES, slots, dim), np.float32),
+    }
+    detections["embeddings"][:, :_TRACK_OBJECTS] = embeddings
+    jitted = jax.jit(functools.partial(tracking.track_sequence, config=tracker))
+    compiled, compile_s, lower_s = _compile(jitted, detections)
+    times = _time_alternately({"ours": (lambda c: (c, compiled(detections)), None)}, steps, warmup)
+    summary = _summary(times["ours"], _TRACK_FRAMES)
+    summary["frames_per_s"] = summary.pop("images_per_s")
+    return {"compile_s": compile_s, "lower_s": lower_s, "association": tracker.association,
+            "frames": _TRACK_FRAMES, "max_tracks": tracker.max_tracks, "detection_slots": slots,
+            **summary}
 
 
 def format_table(result: dict[str, Any]) -> str:

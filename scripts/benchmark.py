@@ -5,10 +5,12 @@
       --batch_size 32 --image_size 128 --steps 5 --warmup 2 --reference
   python scripts/benchmark.py --config configs/digits_cnn.py --input
   python scripts/benchmark.py --config configs/digit_detection_fcos.py --reference
+  python scripts/benchmark.py --config configs/moving_digits_tracking.py --track
   python scripts/benchmark.py --suite cpu   # The standard set, next to torchvision.
 
 Train and eval steps run on synthetic data of the config's shapes (no dataset
-needed); `--input` times the real loader alone. The JSON is the last line of
+needed); `--input` times the real loader alone, `--track` the tracker alone
+(frames/s over a synthetic sequence; `--eval` gives the detector's frames/s). The JSON is the last line of
 stdout, or goes to `--json PATH`. `--suite cpu|gpu` instead runs the standard
 set (`jaxvision/benchmark_suite.py`), each model also in torchvision where the
 `.[peers]` extra is installed, and prints one markdown table (`--json`: all
@@ -36,6 +38,7 @@ _IMAGE_SIZE = flags.DEFINE_integer(
 _TRAIN = flags.DEFINE_boolean("train", False, "Time the train step (the default).")
 _EVAL = flags.DEFINE_boolean("eval", False, "Time the eval step.")
 _INPUT = flags.DEFINE_boolean("input", False, "Time the data loader alone (needs the dataset).")
+_TRACK = flags.DEFINE_boolean("track", False, "Time the tracker alone (a tracking config).")
 _REFERENCE = flags.DEFINE_boolean(
     "reference", False, "Also time a minimal hand-written step of the same model."
 )
@@ -63,9 +66,10 @@ def main(argv):
     if _CONFIG.value is None:
         raise UserError("Pass --config FILE (one config) or --suite cpu|gpu (the standard set).")
     benchmark.select_platform(_DEVICE.value)  # Before anything touches a device.
-    modes = [m for m, on in (("train", _TRAIN), ("eval", _EVAL), ("input", _INPUT)) if on.value]
+    modes = [m for m, on in (("train", _TRAIN), ("eval", _EVAL), ("input", _INPUT),
+                             ("track", _TRACK)) if on.value]
     if len(modes) > 1:
-        raise UserError(f"Pick one of --train, --eval, --input, not {len(modes)}.")
+        raise UserError(f"Pick one of --train, --eval, --input, --track, not {len(modes)}.")
     config = benchmark.override(
         _CONFIG.value, batch_size=_BATCH_SIZE.value, dtype=_DTYPE.value,
         image_size=_IMAGE_SIZE.value,
