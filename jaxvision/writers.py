@@ -128,9 +128,22 @@ class WorkdirLock:
             "started_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "command": " ".join(sys.argv),
         }
+        # Written in full to a file of our own, then linked into place: `link` fails
+        # when the lock exists, and a lock that exists is never half written (a
+        # holder stopped right after creating it would otherwise leave it empty).
+        own = f"{self.path}.{platform.node()}.{os.getpid()}"
+        with open(own, "w") as f:
+            json.dump(self._content, f)
+        try:
+            return self._link(own)
+        finally:
+            os.remove(own)
+
+    def _link(self, own: str) -> str | None:
+        """Links `own` (the full lock content) to the lock path; `_acquire`'s result."""
         for _ in range(3):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                _create_exclusive(own, self.path)
             except FileExistsError:
                 holder = self._read()
                 if holder is None:
@@ -153,15 +166,13 @@ class WorkdirLock:
                     "started %s), which is no longer running.", holder.get("pid"),
                     holder.get("host"), holder.get("started_utc"))
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(self._content, f)
             self._held = True
             return None
         return f"Could not take the lock {self.path}: other runs keep taking it; use another --workdir."
 
     def _read(self) -> dict | None:
         """The lock file's content; None if it is missing or unreadable (after a short wait)."""
-        for _ in range(10):  # A run that just created the file may still be writing it.
+        for _ in range(10):  # A lock written by an older version may still be being written.
             try:
                 with open(self.path) as f:
                     return json.load(f)
@@ -170,6 +181,22 @@ class WorkdirLock:
             except (OSError, ValueError):
                 time.sleep(0.1)
         return None
+
+def _create_exclusive(source: str, path: str) -> None:
+    """Creates `path` with the content of file `source`, failing (FileExistsError) if it exists.
+
+    A hard link does both at once; on file systems without hard links the
+    file is created exclusively and then written.
+    """
+    try:
+        os.link(source, path)
+    except FileExistsError:
+        raise
+    except OSError:  # No hard links here (some network and FUSE file systems).
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with open(source) as src, os.fdopen(fd, "w") as dst:
+            dst.write(src.read())
+
 
 _PACKAGES = (
     "jaxvision", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex",

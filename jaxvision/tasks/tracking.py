@@ -180,11 +180,6 @@ def _no_detections(like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {key: np.zeros_like(value) for key, value in like.items()}
 
 
-@functools.partial(jax.jit, static_argnames="config")
-def _track_sequence(detections: dict[str, jax.Array], config: tracking.TrackerConfig):
-    return tracking.track_sequence(detections, config)
-
-
 def track_frames(
     frames: list[dict[str, np.ndarray]], config: tracking.TrackerConfig, first_frame: int = 1
 ) -> dict[str, np.ndarray]:
@@ -204,7 +199,7 @@ def track_frames(
     padded = -(-num // _FRAME_BUCKET) * _FRAME_BUCKET
     frames = frames + [_no_detections(frames[0])] * (padded - num)
     stacked = {key: np.stack([f[key] for f in frames]) for key in frames[0]}  # [F', D, ...]
-    outputs = jax.device_get(_track_sequence(stacked, config))  # [F', T, ...]
+    outputs = jax.device_get(tracking.track_sequence(stacked, config))  # [F', T, ...] (jitted)
     valid = outputs["valid"][:num]  # [F, T]
     frame_numbers = np.broadcast_to(np.arange(first_frame, first_frame + num)[:, None], valid.shape)
     return {
@@ -264,7 +259,6 @@ class VideoTracker:
         if exp is not None:
             self._channels = exp.input_shape[-1]
             self._predict = jax.jit(functools.partial(detection.predict, model=exp.model, config=config))
-        self._update = jax.jit(tracking.update, static_argnames="config")
         self._state = tracking.init_state(self._config, self._dim)
 
     def detect(self, image: np.ndarray) -> dict[str, np.ndarray]:
@@ -301,7 +295,7 @@ class VideoTracker:
 
     def step(self, detections: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One frame: the confirmed tracks matched in it, "ids" [n], "boxes" [n, 4], "scores" [n]."""
-        self._state, out = self._update(self._state, detections, config=self._config)
+        self._state, out = tracking.update(self._state, detections, config=self._config)  # Jitted.
         out = jax.device_get(out)
         valid = out["valid"]
         return {"ids": out["ids"][valid], "boxes": out["boxes"][valid], "scores": out["scores"][valid]}

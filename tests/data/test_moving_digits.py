@@ -57,8 +57,10 @@ def test_split_sizes_and_info(moving_digits_dir):
     assert len(sequences) == 30 and sequences[7].name == "test-007"
     assert (sequences[0].num_frames, sequences[0].first_frame) == (_T, 1)
     assert (sequences[0].height, sequences[0].width) == (_SIZE, _SIZE)
-    with pytest.raises(UserError, match="no video sequences in split 'test\\[:5\\]'"):
-        data.sequence_metadata("moving_digits", "test[:5]", moving_digits_dir)
+    # A slice of a split keeps the split's sequence indices: it describes the whole split.
+    assert data.sequence_metadata("moving_digits", "test[:5]", moving_digits_dir) == sequences
+    with pytest.raises(UserError, match="no video sequences in split 'validation'"):
+        data.sequence_metadata("moving_digits", "validation", moving_digits_dir)
 
 
 def test_records_are_frames_in_sequence_order(test_records, train_records):
