@@ -90,7 +90,9 @@ def _objects(record: dict) -> dict[str, np.ndarray]:
 
 
 def test_source_reads_each_sequence_once_in_the_moving_digits_layout(mot_root, caplog, tmp_path):
-    with caplog.at_level(logging.INFO):
+    # absl's own logger too: a test run before this one in the process may have
+    # raised its level (the scripts' --verbosity), which caplog alone leaves in place.
+    with caplog.at_level(logging.INFO), caplog.at_level(logging.INFO, logger="absl"):
         source = mot_files.MOTSource(os.path.join(mot_root, "MOT17", "train"))
     assert source.sequences == ("MOT17-02-FRCNN", "MOT17-04-FRCNN")
     infos = [r.getMessage() for r in caplog.records if "per public detector" in r.getMessage()]
