@@ -30,6 +30,7 @@ from absl import logging
 from jaxvision import data, profiling, tracking
 from jaxvision.errors import UserError
 from jaxvision.experiment import Experiment
+from jaxvision.tasks import tracking as tracking_task
 from jaxvision.train import Trainer, model_variables
 
 MODES = ("train", "eval", "input", "track")
@@ -384,7 +385,7 @@ def _benchmark_tracker(config: ml_collections.ConfigDict, steps: int, warmup: in
     """
     if config.task != "tracking":
         raise UserError(f"--track times a tracker; config.task is {config.task!r}.")
-    tracker = tracking.TrackerConfig(**config.track.to_dict())
+    tracker = tracking_task.tracker_config(config)  # Unknown keys: one UserError.
     rng = np.random.default_rng(0)
     slots, dim, size = config.detect.max_detections, config.model.embedding_dim, config.data.image_size
     start = rng.uniform(0, size / 2, (_TRACK_OBJECTS, 2))  # [K, 2] top-left corners
