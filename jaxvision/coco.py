@@ -283,14 +283,24 @@ def _labels(labels: np.ndarray, n: int, num_classes: int | None, image_id: int) 
     return labels
 
 
-def ground_truth(images: Sequence[ImageAnnotations], class_names: Sequence[str]) -> dict:
+def category_id(label: int, category_ids: Sequence[int] | None) -> int:
+    """The COCO category id of a 0-based label: `category_ids[label]`, or `label + 1`."""
+    return int(category_ids[label]) if category_ids is not None else label + 1
+
+
+def ground_truth(
+    images: Sequence[ImageAnnotations], class_names: Sequence[str],
+    category_ids: Sequence[int] | None = None,
+) -> dict:
     """COCO "instances" dict of the ground truth.
 
     Args:
       images: one entry per image, with distinct `image_id`s; images without
         objects (N = 0) are kept, so detections on them count as false
         positives.
-      class_names: `[C]` names; label `i` becomes category id `i + 1`.
+      class_names: `[C]` names; label `i` becomes category id `i + 1`...
+      category_ids: ...or `category_ids[i]` (`[C]`, a dataset's own sparse
+        ids, as `DatasetInfo.category_ids` of a coco_json dataset).
 
     Returns:
       `{"images": [{"id", "height", "width"}], "annotations": [{"id"
@@ -325,7 +335,7 @@ def ground_truth(images: Sequence[ImageAnnotations], class_names: Sequence[str])
             annotation = {
                 "id": len(annotations) + 1,
                 "image_id": image_id,
-                "category_id": label + 1,
+                "category_id": category_id(label, category_ids),
                 "bbox": box,
                 "area": round(box[2] * box[3], 2 * _BOX_DECIMALS),
                 "iscrowd": int(is_crowd),
@@ -334,15 +344,21 @@ def ground_truth(images: Sequence[ImageAnnotations], class_names: Sequence[str])
                 annotation["segmentation"] = rle
                 annotation["area"] = float(mask_util.area(rle))
             annotations.append(annotation)
-    categories = [{"id": i + 1, "name": str(name)} for i, name in enumerate(class_names)]
+    categories = [
+        {"id": category_id(i, category_ids), "name": str(name)}
+        for i, name in enumerate(class_names)
+    ]
     return {"images": out_images, "annotations": annotations, "categories": categories}
 
 
-def detections(dets: Sequence[ImageDetections]) -> list[dict]:
+def detections(
+    dets: Sequence[ImageDetections], category_ids: Sequence[int] | None = None
+) -> list[dict]:
     """COCO results list of the detections.
 
     Args:
       dets: one entry per image (K may be 0); padding must already be dropped.
+      category_ids: label -> category id, as in `ground_truth` (None: label + 1).
 
     Returns:
       `[{"image_id", "category_id", "bbox" [x, y, w, h], "score"}]`, boxes
@@ -363,7 +379,8 @@ def detections(dets: Sequence[ImageDetections]) -> list[dict]:
         scores = np.round(scores, _SCORE_DECIMALS)  # [K]
         masks = _masks(image.masks, len(xywh), image_id, None)
         for box, label, score, rle in zip(xywh.tolist(), labels.tolist(), scores.tolist(), masks):
-            result = {"image_id": image_id, "category_id": label + 1, "bbox": box, "score": score}
+            result = {"image_id": image_id, "category_id": category_id(label, category_ids),
+                      "bbox": box, "score": score}
             if rle is not None:
                 result["segmentation"] = rle
             results.append(result)
@@ -555,6 +572,10 @@ _FIELDS = {
     "area": (_is_number, "a finite number"),
     "iscrowd": (lambda v: v in (0, 1) and not isinstance(v, float), "0 or 1"),
     "score": (_is_number, "a finite number"),
+    "name": (lambda v: isinstance(v, str), "a string"),
+    "file_name": (lambda v: isinstance(v, str) and v != "", "a file name (a string)"),
+    "width": (lambda v: _is_id(v) and v > 0, "a positive integer"),
+    "height": (lambda v: _is_id(v) and v > 0, "a positive integer"),
     "segmentation": (
         _is_segmentation,
         "an RLE {'size': [height, width], 'counts': ...} or a list of polygons",
@@ -562,7 +583,7 @@ _FIELDS = {
 }
 
 
-def _check_entries(
+def check_entries(
     path: str, entries: list, kind: str, fields: Sequence[str], optional: Sequence[str] = ()
 ) -> None:
     """Raises UserError for the first entry of a COCO file with a missing or bad field.
@@ -611,9 +632,9 @@ def load_ground_truth(path: str) -> dict:
             "'annotations' and 'categories' lists); pass one such as "
             "<workdir>/eval/ground_truth.json written by scripts/eval.py."
         )
-    _check_entries(path, gt["images"], "image", ["id"])
-    _check_entries(path, gt["categories"], "category", ["id"])
-    _check_entries(
+    check_entries(path, gt["images"], "image", ["id"])
+    check_entries(path, gt["categories"], "category", ["id"])
+    check_entries(
         path, gt["annotations"], "annotation",
         ["id", "image_id", "category_id", "bbox", "area", "iscrowd"], optional=["segmentation"],
     )
@@ -635,7 +656,7 @@ def load_detections(path: str) -> list[dict]:
             "'image_id', 'category_id', 'bbox' and 'score'); pass one such as "
             "<workdir>/eval/detections.json written by scripts/eval.py."
         )
-    _check_entries(
+    check_entries(
         path, dets, "detection", ["image_id", "category_id", "bbox", "score"],
         optional=["segmentation"],
     )

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps, features
 
-from jaxvision.errors import UserError
+from jaxvision.errors import UnreadableImage, UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 # Distinct, saturated RGB colours; class `label` is drawn in PALETTE[label % 10].
@@ -83,6 +83,10 @@ def load_image(path: str, channels: int) -> np.ndarray:
 
     Returns:
         uint8 [H, W, channels].
+
+    Raises:
+        UserError: The file does not exist; `UnreadableImage` (a UserError) if
+            it exists but does not decode.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}.")
@@ -91,7 +95,9 @@ def load_image(path: str, channels: int) -> np.ndarray:
             img.load()  # Decode everything now, so a truncated file fails here.
             img = _to_8_bit(ImageOps.exif_transpose(img)).convert("L" if channels == 1 else "RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise UserError(
+        # A file that is there but does not decode is skipped by the loaders.
+        error = UserError if isinstance(e, FileNotFoundError) else UnreadableImage
+        raise error(
             f"Cannot read image {path!r} ({e}); check that it is a valid image file."
         ) from e
     return np.asarray(img, dtype=np.uint8).reshape(img.height, img.width, channels)  # [H, W, C]

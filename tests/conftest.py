@@ -170,3 +170,86 @@ def _fake_segmentation(kind: int, box, height: int, width: int):
     mask[round(y0) : round(y1), round(x0) : round(x0 + (x1 - x0) * 2 / 3)] = 1
     rle = mask_utils.encode(np.asfortranarray(mask))
     return {"size": [height, width], "counts": rle["counts"].decode()}
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory) -> str:
+    """A tfds data dir in which "digits" has been prepared (once per session)."""
+    from jaxvision import data
+
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    data.load_source("digits", "train", data_dir)
+    return data_dir
+
+
+def _digits_split(data_dir: str, split: str):
+    """The images (uint8 [N, 8, 8, 1]) and labels ([N]) of a split of "digits"."""
+    import numpy as np
+
+    from jaxvision import data
+
+    source = data.load_source("digits", split, data_dir)
+    records = [source[i] for i in range(len(source))]
+    return np.stack([r["image"] for r in records]), np.array([r["label"] for r in records])
+
+
+@pytest.fixture(scope="session")
+def digits_image_folder(digits_dir, tmp_path_factory) -> str:
+    """ROOT of "digits" written by `write_image_folder`: ROOT/train (1,437), ROOT/test (360).
+
+    Class folders "0".."9" of grey 8x8 PNGs; for the "image_folder" dataset
+    (data_dir ROOT, splits "train" and "test").
+    """
+    from jaxvision import data
+    from jaxvision.data import image_folder
+
+    root = tmp_path_factory.mktemp("digits_image_folder")
+    class_names = data.dataset_info("digits", digits_dir).class_names
+    for split in ("train", "test"):
+        images, labels = _digits_split(digits_dir, split)
+        image_folder.write_image_folder(str(root / split), images, labels, class_names)
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def digits_idx_dir(digits_dir, tmp_path_factory) -> str:
+    """A folder of "digits" written by `write_idx` (MNIST's names, not gzipped).
+
+    train-{images-idx3,labels-idx1}-ubyte (1,437) and t10k-* (360); for the
+    "idx" dataset (data_dir this folder, splits "train" and "test").
+    """
+    from jaxvision.data import idx_files
+
+    directory = str(tmp_path_factory.mktemp("digits_idx"))
+    for split in ("train", "test"):
+        idx_files.write_idx(directory, split, *_digits_split(digits_dir, split))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def digit_detection_coco_json(digit_detection_dir, tmp_path_factory) -> dict[str, str]:
+    """The first 64 train and 32 test records of "digit_detection" as COCO JSON + PNGs.
+
+    Written by `write_coco_json` with sparse category ids 2 * label + 3 (3, 5,
+    ..., 21). Returns the paths {"train_annotations", "train_images",
+    "eval_annotations", "eval_images"} (eval: the test records), as the
+    config.data fields of a coco_json config take them.
+    """
+    import os
+
+    from jaxvision import data
+    from jaxvision.data import coco_json
+
+    root = str(tmp_path_factory.mktemp("digit_detection_coco_json"))
+    class_names = data.dataset_info("digit_detection", digit_detection_dir).class_names
+    category_ids = [2 * label + 3 for label in range(len(class_names))]
+    paths = {}
+    for key, split, count in (("train", "train", 64), ("eval", "test", 32)):
+        source = data.load_source("digit_detection", split, digit_detection_dir)
+        paths[f"{key}_annotations"] = os.path.join(root, "annotations", f"{split}.json")
+        paths[f"{key}_images"] = os.path.join(root, split)
+        coco_json.write_coco_json(
+            paths[f"{key}_annotations"], paths[f"{key}_images"],
+            (source[i] for i in range(count)), class_names, category_ids,
+        )
+    return paths

@@ -4,7 +4,7 @@ Builders defined in jaxvision (e.g. "digits") are prepared on first use, offline
 Catalog datasets ("mnist", "cifar10", "imagenet2012", ...) must be prepared
 beforehand with `tfds build` in the array_record format, which needs
 TensorFlow; reading them never does. Datasets in `FILE_DATASETS` are read
-from the user's own files, with nothing to prepare; their splits are paths.
+from the user's own files, with nothing to prepare; their splits name paths.
 """
 
 import dataclasses
@@ -19,7 +19,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from jax.experimental import multihost_utils
 
-from jaxvision.data import identity_files, mot_files
+from jaxvision.data import coco_json, identity_files, idx_files, image_folder, mot_files
 from jaxvision.errors import UserError
 
 _CATALOG_URL = "https://www.tensorflow.org/datasets/catalog/overview"
@@ -42,6 +42,8 @@ class DatasetInfo:
             tfds `coco`) rather than one label per image.
         has_instance_masks: Whether records hold an instance-id map
             ("instances", as in `digit_detection` 1.1.0) giving each object's mask.
+        category_ids: The dataset's own category id of each label (as in a
+            COCO JSON), for writing results; None means label + 1.
     """
 
     num_classes: int
@@ -50,6 +52,7 @@ class DatasetInfo:
     image_shape: tuple[int, int, int] | None
     is_detection: bool = False
     has_instance_masks: bool = False
+    category_ids: tuple[int, ...] | None = None
 
     @property
     def channels(self) -> int:
@@ -82,16 +85,17 @@ class _FileDataset:
     """How a dataset read from the user's files opens and describes a split.
 
     Attributes:
-        open: (split, path of the split under the data dir) -> random-access source.
+        open: (split, *the split's paths under the data dir) -> random-access source.
         info: (source, split) -> its `DatasetInfo`.
-        path: split -> its path relative to the data dir (the split, unless it
-            carries more, such as a frame range).
+        paths: split -> the paths it names, each relative to the data dir unless
+            absolute (the split itself, unless it carries more, such as a frame
+            range, or names two paths).
         sequences: source -> its video sequences; None for datasets of images.
     """
 
-    open: Callable[[str, str], Any]
+    open: Callable[..., Any]
     info: Callable[[Any, str], DatasetInfo]
-    path: Callable[[str], str] = lambda split: split
+    paths: Callable[[str], tuple[str, ...]] = lambda split: (split,)
     sequences: Callable[[Any], list[SequenceMetadata]] | None = None
 
 
@@ -101,11 +105,76 @@ def _open_identity(split: str, path: str) -> identity_files.IdentitySource:
     return identity_files.IdentityFolderSource(path)
 
 
-def _identity_info(source: identity_files.IdentitySource, split: str) -> DatasetInfo:
+def _folder_info(
+    source: identity_files.IdentitySource | image_folder.ImageFolderSource, split: str
+) -> DatasetInfo:
     names = getattr(source, "class_names", ())  # A `.bin` has no identities.
     return DatasetInfo(
         num_classes=len(names), class_names=names, num_examples={split: len(source)},
         image_shape=None,  # Sizes vary; images are decoded to RGB.
+    )
+
+
+def _open_image_folder(split: str, path: str) -> image_folder.ImageFolderSource:
+    """The split's source, its classes checked against those of the "train" split.
+
+    Labels index the sorted class names, so a split other than "train" must
+    have the classes of the "train" folder beside it, when there is one: the
+    check is made whenever such a split is opened (`load_source`,
+    `dataset_info`), so an eval split is checked when it is first read.
+    """
+    source = image_folder.ImageFolderSource(path)
+    folder = os.path.normpath(path)
+    train = os.path.join(os.path.dirname(folder), "train")
+    if folder != train and os.path.isdir(train):
+        classes = tuple(image_folder.sub_folders(train))
+        if classes != source.class_names:
+            only_here = sorted(set(source.class_names) - set(classes))
+            only_train = sorted(set(classes) - set(source.class_names))
+            raise UserError(
+                f"Image folder split {path!r} does not have the classes of {train!r} "
+                f"(only in {split!r}: {only_here}; only in train: {only_train}), so its "
+                "labels would mean other classes; give both splits the same class folders."
+            )
+    return source
+
+
+def _open_idx(split: str, directory: str) -> idx_files.IdxSource:
+    return idx_files.IdxSource(directory, os.path.basename(split))
+
+
+def _idx_paths(split: str) -> tuple[str]:
+    return (os.path.dirname(split),)
+
+
+def _idx_info(source: idx_files.IdxSource, split: str) -> DatasetInfo:
+    num_classes = int(source.labels.max()) + 1 if len(source) else 0
+    return DatasetInfo(
+        num_classes=num_classes, class_names=tuple(str(k) for k in range(num_classes)),
+        num_examples={split: len(source)}, image_shape=(*source.images.shape[1:], 1),
+    )
+
+
+def _open_coco_json(split: str, annotations: str, images: str) -> coco_json.CocoJsonSource:
+    return coco_json.CocoJsonSource(annotations, images)
+
+
+def _coco_json_paths(split: str | None) -> tuple[str, str]:
+    annotations, separator, images = (split or "").partition("::")
+    if not (separator and annotations and images):
+        raise UserError(
+            f"The coco_json split {split!r} is not 'ANNOTATIONS_JSON::IMAGE_FOLDER'; set "
+            "config.data.train_annotations and config.data.train_images (and "
+            "eval_annotations / eval_images) to a COCO instances JSON and its image folder."
+        )
+    return annotations, images
+
+
+def _coco_json_info(source: coco_json.CocoJsonSource, split: str) -> DatasetInfo:
+    return DatasetInfo(
+        num_classes=len(source.class_names), class_names=source.class_names,
+        num_examples={split: len(source)}, image_shape=None, is_detection=True,
+        category_ids=source.category_ids,
     )
 
 
@@ -114,8 +183,8 @@ def _open_mot(split: str, path: str) -> mot_files.MOTSource:
     return mot_files.MOTSource(path, frames)
 
 
-def _mot_path(split: str) -> str:
-    return mot_files.parse_split(split)[0]
+def _mot_paths(split: str) -> tuple[str]:
+    return (mot_files.parse_split(split)[0],)
 
 
 def _mot_sequences(source: mot_files.MOTSource) -> list[SequenceMetadata]:
@@ -141,16 +210,26 @@ def _mot_info(source: mot_files.MOTSource, split: str) -> DatasetInfo:
     )
 
 
-# Datasets read from the user's files, with nothing to prepare. A split is a
-# path relative to the data dir (config.data.data_dir), or an absolute path:
+# Datasets read from the user's files, with nothing to prepare. A split names
+# paths relative to the data dir (config.data.data_dir), or absolute paths:
+#   image_folder: a folder of one sub-folder of images per class (torchvision's
+#     ImageFolder), e.g. "train" for DATA_DIR/train/<class>/<image>; a split other
+#     than "train" must have the classes of its sibling "train" if there is one;
+#   idx: "train" or "test", the MNIST-style IDX files in the data dir (or
+#     "FOLDER/train" for those in FOLDER);
+#   coco_json: "ANNOTATIONS_JSON::IMAGE_FOLDER", a COCO instances JSON and the
+#     folder its file names are relative to (detectron2's register_coco_instances);
 #   identity_folder: a folder with one sub-folder of images per identity (the
 #     CASIA-WebFace / insightface layout), or an insightface verification `.bin`;
 #   mot: a MOTChallenge split folder (MOT17/train: SEQ/seqinfo.ini, SEQ/img1/,
 #     SEQ/gt/gt.txt), optionally with a per-sequence frame range, "train[:50%]"
 #     / "train[50%:]" (ByteTrack's half split; see `mot_files.frame_range`).
 _FILE_DATASETS = {
-    "identity_folder": _FileDataset(_open_identity, _identity_info),
-    "mot": _FileDataset(_open_mot, _mot_info, path=_mot_path, sequences=_mot_sequences),
+    "image_folder": _FileDataset(_open_image_folder, _folder_info),
+    "idx": _FileDataset(_open_idx, _idx_info, paths=_idx_paths),
+    "coco_json": _FileDataset(_open_coco_json, _coco_json_info, paths=_coco_json_paths),
+    "identity_folder": _FileDataset(_open_identity, _folder_info),
+    "mot": _FileDataset(_open_mot, _mot_info, paths=_mot_paths, sequences=_mot_sequences),
 }
 FILE_DATASETS = tuple(_FILE_DATASETS)
 
@@ -192,9 +271,10 @@ def dataset_info(
     Args:
         name: A jaxvision builder, tfds catalog name or `FILE_DATASETS` name.
         data_dir: The tfds data dir (a file dataset's root); None means tfds's default.
-        split: File datasets only: the split (path) described; for
-            identity_folder its identities are the classes (a `.bin`
-            verification set has none), for mot it may carry a frame range.
+        split: File datasets only: the split described (see `_FILE_DATASETS`);
+            for identity_folder its identities are the classes (a `.bin`
+            verification set has none), for mot it may carry a frame range;
+            for idx the classes are 0..(its largest label).
     """
     if name in FILE_DATASETS:
         return _FILE_DATASETS[name].info(_file_source(name, split, data_dir), split)
@@ -287,15 +367,15 @@ def sequence_metadata(
 
 @functools.lru_cache(maxsize=16)
 def _file_source(name: str, split: str, data_dir: str | None) -> Any:
-    """The source of a `FILE_DATASETS` split, read from `data_dir/<the split's path>`."""
-    path = _FILE_DATASETS[name].path(split)
-    if data_dir is None and not os.path.isabs(os.path.expanduser(path)):
+    """The source of a `FILE_DATASETS` split, read from `data_dir/<the split's paths>`."""
+    paths = [os.path.expanduser(path) for path in _FILE_DATASETS[name].paths(split)]
+    if data_dir is None and not all(os.path.isabs(path) for path in paths):
         raise UserError(
             f"Dataset {name!r} reads your files: set config.data.data_dir to the "
             f"folder holding split {split!r}, or give the split as an absolute path."
         )
-    full = os.path.join(os.path.expanduser(data_dir or ""), os.path.expanduser(path))
-    return _FILE_DATASETS[name].open(split, full)
+    root = os.path.expanduser(data_dir or "")
+    return _FILE_DATASETS[name].open(split, *(os.path.join(root, path) for path in paths))
 
 
 def prepare(name: str, data_dir: str | None = None):

@@ -18,7 +18,6 @@ from an identity folder's labels (`folder_pairs`, LFW-style).
 
 import io
 import itertools
-import operator
 import os
 import pickle
 from collections.abc import Sequence
@@ -28,11 +27,10 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
+from jaxvision.data.image_folder import IMAGE_SUFFIXES, check_index, class_folders
 from jaxvision.errors import UserError
 from jaxvision.visualize import load_image, to_rgb
 
-# Image files of an identity folder, recognised by suffix (any case).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # How a verification `.bin` must look, quoted in its errors.
 _BIN_FORMAT = (
     "a pickle of (bins, issame_list): 2P encoded JPEG/PNG images (bytes) and P bools, "
@@ -52,7 +50,7 @@ class IdentityFolderSource:
     other files, files and folders whose name starts with "." (such as macOS
     `._name.jpg` companions) and files directly in `path` are ignored. A
     sub-folder without images is skipped with a warning and gets no label.
-    Listing reads directories only (os.scandir), never an image.
+    Listing reads directories only (`image_folder.class_folders`), never an image.
 
     Attributes:
         path: The folder.
@@ -68,22 +66,14 @@ class IdentityFolderSource:
                 f"Identity folder {path!r} does not exist or is not a folder; pass a folder "
                 "with one sub-folder of images per identity (path/<identity>/<image>)."
             )
-        folders = sorted(
-            entry.name for entry in _scan(path)
-            if not entry.name.startswith(".") and entry.is_dir()
-        )  # fmt: skip
+        folders = class_folders(path)
         if not folders:
             raise UserError(
                 f"Identity folder {path!r} has no sub-folders; put each identity's images "
                 "in a sub-folder of its own (path/<identity>/<image>)."
             )
         names, files, counts, empty = [], [], [], []
-        for folder in folders:
-            images = sorted(
-                entry.name for entry in _scan(os.path.join(path, folder))
-                if entry.name.lower().endswith(IMAGE_SUFFIXES)
-                and not entry.name.startswith(".") and entry.is_file()
-            )  # fmt: skip
+        for folder, images in folders:
             if not images:
                 empty.append(folder)
                 continue
@@ -109,8 +99,8 @@ class IdentityFolderSource:
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        """Reads example `index`; raises UserError naming the file if it does not decode."""
-        i = _check_index(index, len(self))
+        """Reads example `index`; `UnreadableImage` naming the file if it does not decode."""
+        i = check_index(index, len(self))
         image = load_image(os.path.join(self.path, self.files[i]), 3)  # [H, W, 3]
         return {"image": image, "label": self.labels[i], "id": np.int32(i)}
 
@@ -163,7 +153,7 @@ class VerificationBinSource:
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         """Decodes image `index`; raises UserError naming the file and index if it does not."""
-        i = _check_index(index, len(self))
+        i = check_index(index, len(self))
         data = self._bins[i]
         if isinstance(data, np.ndarray):
             data = data.tobytes()
@@ -408,25 +398,6 @@ def _check_bin_content(path: str, content: Any) -> tuple[list[Any], np.ndarray]:
         elif not isinstance(data, bytes | bytearray):
             raise fail(f"image {i} is a {type(data).__name__}, not encoded bytes")
     return list(bins), issame.astype(bool)
-
-
-def _scan(folder: str) -> list[os.DirEntry]:
-    """os.scandir(folder) as a list; UserError if the folder cannot be listed."""
-    try:
-        with os.scandir(folder) as entries:
-            return list(entries)
-    except OSError as e:
-        raise UserError(
-            f"Cannot list folder {folder!r} ({e}); check that it exists and is readable."
-        ) from e
-
-
-def _check_index(index: int, length: int) -> int:
-    """`index` as an int in [0, length) (negative counts from the end); else IndexError."""
-    i = operator.index(index)
-    if not -length <= i < length:
-        raise IndexError(f"Index {i} is out of range for a source of {length} examples.")
-    return i % length
 
 
 def _first_few(names: Sequence[Any]) -> str:

@@ -23,10 +23,11 @@ from typing import Any
 import grain.python as grain
 import jax
 import numpy as np
+from absl import logging
 
 from jaxvision.data import datasets, order
 from jaxvision.data.decode import Decode
-from jaxvision.errors import UserError
+from jaxvision.errors import UnreadableImage, UserError
 
 _PREFETCH_BATCHES = 2  # Global train batches placed on the devices ahead of the step.
 # Threads reading (and tfds-decoding) records; grain's default of 16 thrashes
@@ -318,23 +319,56 @@ def _read_ahead(batches: grain.MapDataset, worker_count: int) -> grain.DatasetIt
 
 
 class _ReadBatch(grain.MapTransform):
-    """Example indices int [B] -> `decode`'s examples stacked, e.g. image [B, H, W, C]."""
+    """Example indices int [B] -> `decode`'s examples stacked, e.g. image [B, H, W, C].
+
+    A record whose image does not decode (`UnreadableImage`) is replaced by
+    the next readable one (i + 1, i + 2, ... modulo the source's length), so
+    batches keep their shape and the order stays a function of the seed; each
+    such file is named in one warning per process.
+    """
 
     def __init__(self, source: Sequence[Any], decode: Decode):
         self._source = source
         self._decode = decode
+        self._unreadable: set[str] = set()  # Messages of the unreadable images seen here.
 
     def map(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        examples = [self._decode(self._source[int(i)]) for i in indices]
-        return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
+        return self._stack(indices)[0]
+
+    def _stack(self, indices: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The examples stacked and bool [B]: whether each is record `indices[b]` itself."""
+        examples, read = zip(*(self._read(int(i)) for i in indices), strict=True)
+        return {key: np.stack([e[key] for e in examples]) for key in examples[0]}, np.array(read)
+
+    def _read(self, index: int) -> tuple[dict[str, np.ndarray], bool]:
+        """Record `index` decoded, or the next readable one; and whether it was `index`."""
+        size = len(self._source)
+        for offset in range(size):
+            try:
+                return self._decode(self._source[(index + offset) % size]), offset == 0
+            except UnreadableImage as e:
+                if str(e) not in self._unreadable:
+                    self._unreadable.add(str(e))
+                    logging.warning(
+                        "%s The next record is read in its place (skipped %d unreadable "
+                        "images so far).", e, len(self._unreadable),
+                    )
+        raise UserError(
+            f"No record of {self._source!r} is readable (every image fails to decode, see "
+            "the warnings); check that its files are images."
+        )
 
 
 class _ReadPaddedBatch(_ReadBatch):
-    """(indices int [B], mask bool [B]) -> the examples stacked, plus "mask" (False: padding)."""
+    """(indices int [B], mask bool [B]) -> the examples stacked, plus "mask".
+
+    "mask" is False for padding and for unreadable records (see `_ReadBatch`).
+    """
 
     def map(self, element: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
         indices, mask = element
-        return {**super().map(indices), "mask": mask}
+        examples, read = self._stack(indices)
+        return {**examples, "mask": mask & read}
 
 
 class _CachedSource:

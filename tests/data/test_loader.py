@@ -7,7 +7,6 @@ import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from absl import flags
 from jax.sharding import PartitionSpec as P
 
 from jaxvision import data
@@ -129,16 +128,6 @@ def test_global_batches_match_the_per_process_parts(digits_dir, sharding):
             np.testing.assert_array_equal(
                 batch[key], np.concatenate([part[k][key] for part in parts])
             )
-
-
-@pytest.fixture
-def parsed_flags():
-    """grain's worker processes read an absl flag; `scripts/` parse flags first."""
-    was_parsed = flags.FLAGS.is_parsed()
-    flags.FLAGS.mark_as_parsed()
-    yield
-    if not was_parsed:
-        flags.FLAGS.unparse_flags()
 
 
 @pytest.mark.usefixtures("parsed_flags")
