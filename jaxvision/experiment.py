@@ -27,6 +27,9 @@ from jaxvision.checkpoint import Checkpointer
 from jaxvision.errors import UserError
 
 DTYPES = ("float32", "bfloat16", "float16")  # Compute dtypes; parameters stay float32.
+# config.model fields that say how training starts, not what the model is: the
+# trainer reads them (`jaxvision.weights`); the model and checkpoints never see them.
+TRAINING_FIELDS = ("init_from", "freeze_backbone_stages")
 
 
 def init_variables(
@@ -118,10 +121,9 @@ class Experiment:
             info = data.dataset_info(
                 config.data.name, config.data.data_dir, config.data.train_split)
         self.info = info
-        model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
         self.model = models.get_model(
             config.model.name, num_classes=self.info.num_classes,
-            dtype=jnp.dtype(config.dtype), **model_kwargs,
+            dtype=jnp.dtype(config.dtype), **self.model_fields(),
         )
         self.input_shape = self.task.input_shape(config, self.info)
         self.decode = self.task.make_decode(config)
@@ -138,6 +140,11 @@ class Experiment:
             out_shardings=parallel.replicated(self.mesh),
         )
 
+    def model_fields(self) -> dict[str, Any]:
+        """`config.model` without its name and `TRAINING_FIELDS`: the model's own fields."""
+        fields = self.config.model.to_dict()
+        return {k: v for k, v in fields.items() if k != "name" and k not in TRAINING_FIELDS}
+
     @property
     def meta(self) -> dict:
         """The checkpoint header: what must match for a checkpoint to be restored.
@@ -145,7 +152,7 @@ class Experiment:
         Round-tripped through JSON so it compares equal to what a checkpoint holds.
         """
         return json.loads(json.dumps({
-            "model": self.config.model.to_dict(),
+            "model": {"name": self.config.model.name, **self.model_fields()},
             "dataset": self.config.data.name,
             "num_classes": self.info.num_classes,
         }))

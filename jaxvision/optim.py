@@ -6,6 +6,8 @@ optimizer and schedule reads only its own fields, and a missing one is a
 `UserError` naming it (configs/common.py's blocks hold every field).
 """
 
+from typing import Any
+
 import jax
 import ml_collections
 import optax
@@ -67,9 +69,17 @@ def decay_mask(params):
 
 
 def make_optimizer(
-    opt: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int
+    opt: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int,
+    frozen: Any = None,
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Builds the optax chain named by `opt.name` (one of `OPTIMIZERS`)."""
+    """Builds the optax chain named by `opt.name` (one of `OPTIMIZERS`).
+
+    Args:
+      opt: `config.optimizer`.
+      steps_per_epoch, total_steps: turn the schedule's epochs into steps.
+      frozen: None, or a pytree of bools like the params (`weights.frozen_mask`):
+        True leaves are never updated, not even by weight decay.
+    """
     _require(opt, "every optimizer", "name", "weight_decay")
     schedule = make_schedule(opt, steps_per_epoch, total_steps)
     parts = []
@@ -99,4 +109,8 @@ def make_optimizer(
             f"Unknown config.optimizer.name {opt.name!r}; use "
             f"{' or '.join(repr(name) for name in OPTIMIZERS)}."
         )
-    return optax.chain(*parts), schedule
+    tx = optax.chain(*parts)
+    if frozen is not None:
+        labels = jax.tree.map(lambda f: "frozen" if f else "trained", frozen)
+        tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+    return tx, schedule

@@ -31,7 +31,7 @@ from absl import logging
 from flax.training.dynamic_scale import DynamicScale
 from jax.sharding import Mesh
 
-from jaxvision import data, optim, parallel, preemption, writers
+from jaxvision import data, optim, parallel, preemption, weights, writers
 from jaxvision.checkpoint import Checkpointer
 from jaxvision.errors import UserError
 from jaxvision.experiment import (
@@ -120,6 +120,16 @@ def train_step(
     return new_state, metrics
 
 
+def _with_variables(
+    state: TrainState, variables: dict[str, Any], *, tx: optax.GradientTransformation
+) -> TrainState:
+    """`state` holding `variables` (pretrained weights), with a fresh optimizer state."""
+    return state.replace(
+        params=variables["params"], batch_stats=variables["batch_stats"],
+        opt_state=tx.init(variables["params"]),
+    )
+
+
 def model_variables(state: TrainState) -> dict[str, Any]:
     """What `model.apply` takes from the state: params and BatchNorm statistics."""
     return {"params": state.params, "batch_stats": state.batch_stats}
@@ -161,8 +171,14 @@ class Trainer:
         self.num_train_steps = config.num_train_steps or int(
             config.num_epochs * self.steps_per_epoch
         )
+        # Fine-tuning: parameters that never change (config.model.freeze_backbone_stages,
+        # frozen_bn) get no gradient and no update; None when all are trained.
+        self.frozen = weights.frozen_mask(
+            exp.variable_shapes["params"], config.model.get("freeze_backbone_stages", 0),
+            config.model.get("frozen_bn", False),
+        )
         self.tx, self.schedule = optim.make_optimizer(
-            config.optimizer, self.steps_per_epoch, self.num_train_steps
+            config.optimizer, self.steps_per_epoch, self.num_train_steps, frozen=self.frozen
         )
         init_fn = functools.partial(
             create_train_state, model=exp.model, tx=self.tx, input_shape=exp.input_shape,
@@ -171,7 +187,13 @@ class Trainer:
         self._state_shapes = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
         self.state_sharding = state_shardings(exp.mesh, self._state_shapes)
         self._init = jax.jit(init_fn, out_shardings=self.state_sharding)
+        self._with_variables = jax.jit(
+            functools.partial(_with_variables, tx=self.tx),
+            out_shardings=self.state_sharding, donate_argnums=0,
+        )
         loss_fn = functools.partial(exp.task.loss_fn, model=exp.model, config=config)
+        if self.frozen is not None:
+            loss_fn = weights.stop_frozen_gradients(loss_fn, self.frozen)
         self.train_step = jax.jit(
             functools.partial(train_step, tx=self.tx, loss_fn=loss_fn),
             in_shardings=(self.state_sharding, exp.batch_sharding),
@@ -180,7 +202,13 @@ class Trainer:
         )
 
     def init_state(self) -> TrainState:
-        return self._init(jax.random.PRNGKey(self.experiment.config.seed))
+        """The state at step 0: random init, then `config.model.init_from`'s weights if set."""
+        state = self._init(jax.random.PRNGKey(self.experiment.config.seed))
+        spec = self.experiment.config.model.get("init_from")
+        if not spec:
+            return state
+        variables = weights.initialize_from(spec, jax.device_get(model_variables(state)))
+        return self._with_variables(state, variables)
 
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and shardings of the state on this mesh (`abstract_arrays`)."""

@@ -107,6 +107,7 @@ def backbone_pyramid(
     train: bool,
     min_level: int = 3,
     max_level: int = 7,
+    frozen_bn: bool = False,
 ) -> dict[str, jax.Array]:
     """ResNet `backbone`, then `FPN`: the children "backbone" and "fpn" of the caller.
 
@@ -122,14 +123,16 @@ def backbone_pyramid(
       images: `[B, H, W, C]` normalized images.
       train: batch statistics in the backbone's BatchNorm (else running ones).
       min_level, max_level: the pyramid's levels, P3-P7 or P2-P6 (see `FPN`).
+      frozen_bn: the backbone's BatchNorm always uses running statistics
+        (`ResNetBackbone.frozen_bn`).
 
     Returns:
       `{"p<min_level>": [B, H / 2**min_level, W / 2**min_level, F], ...,
       "p<max_level>": ...}` (sizes rounded up).
     """
     c = resnet_backbone(
-        backbone, width=backbone_width, dtype=dtype, param_dtype=param_dtype,
-        name="backbone",
+        backbone, width=backbone_width, frozen_bn=frozen_bn, dtype=dtype,
+        param_dtype=param_dtype, name="backbone",
     )(images, train)  # {"c3": [B, H / 8, W / 8, C3], ..., "c5": ...}
     return FPN(
         fpn_features, p6_from=p6_from, min_level=min_level, max_level=max_level,
@@ -149,6 +152,8 @@ class DenseDetector(nn.Module):
         num_classes: `K`, one sigmoid classifier per class (no background class).
         backbone: a `RESNET_DEPTHS` name.
         backbone_width: `ResNetBackbone.width` (64 for the real ResNets).
+        frozen_bn: the backbone's BatchNorm always uses running statistics
+            (`ResNetBackbone.frozen_bn`; for fine-tuning pretrained weights).
         fpn_features: channels of every pyramid level and of the head towers.
         head_convs: 3x3 convs in each of the two towers (4 in the papers).
         norm_groups: GroupNorm groups in the towers (0: no normalization, as
@@ -166,6 +171,7 @@ class DenseDetector(nn.Module):
     num_classes: int
     backbone: str = "resnet50"
     backbone_width: int = 64
+    frozen_bn: bool = False
     fpn_features: int = 256
     head_convs: int = 4
     norm_groups: int = 32

@@ -135,6 +135,8 @@ class FasterRCNN(nn.Module):
         num_classes: `K` object classes (background is not one of them).
         backbone: a `RESNET_DEPTHS` name.
         backbone_width: `ResNetBackbone.width` (64 for the real ResNets).
+        frozen_bn: the backbone's BatchNorm always uses running statistics
+            (`ResNetBackbone.frozen_bn`; for fine-tuning pretrained weights).
         fpn_features: channels of every pyramid level, the RPN and the mask head.
         anchor_scale: anchor side in strides (8: 32 px on P2 ... 512 px on P6).
         aspect_ratios: anchor `height / width`, one anchor each per cell.
@@ -164,6 +166,7 @@ class FasterRCNN(nn.Module):
     num_classes: int
     backbone: str = "resnet50"
     backbone_width: int = 64
+    frozen_bn: bool = False
     fpn_features: int = 256
     anchor_scale: float = 8.0
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
@@ -189,8 +192,8 @@ class FasterRCNN(nn.Module):
 
     def setup(self):
         dtypes = {"dtype": self.dtype, "param_dtype": self.param_dtype}
-        self.resnet = resnet_backbone(self.backbone, width=self.backbone_width, name="backbone",
-                                      **dtypes)
+        self.resnet = resnet_backbone(self.backbone, width=self.backbone_width,
+                                      frozen_bn=self.frozen_bn, name="backbone", **dtypes)
         self.fpn = FPN(self.fpn_features, p6_from="pool", min_level=2, max_level=6, **dtypes)
         self.rpn = RPNHead(len(self.aspect_ratios), self.fpn_features, **dtypes)
         self.box_head = BoxHead(self.num_classes, self.box_head_features, **dtypes)

@@ -112,7 +112,7 @@ class FCOS(DenseDetector):
         """
         return backbone_pyramid(
             self.backbone, self.backbone_width, self.fpn_features, "p5", self.dtype,
-            self.param_dtype, images, train,
+            self.param_dtype, images, train, frozen_bn=self.frozen_bn,
         )
 
     @nn.nowrap

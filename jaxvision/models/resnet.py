@@ -131,6 +131,10 @@ class ResNetBackbone(nn.Module):
         small_inputs: CIFAR-style stem (3x3 stride-1 conv, no max pool), for
             32x32 images; every feature stride is then 4x smaller.
         zero_init_residual: start each block's last BN scale at zero.
+        frozen_bn: every BatchNorm uses its running statistics, also in
+            training (detectron2's FrozenBN, for fine-tuning pretrained
+            weights with small batches); the trainer then also freezes the
+            BN scales and biases (`weights.frozen_mask`).
         dtype: compute dtype.
         param_dtype: parameter dtype.
     """
@@ -140,6 +144,7 @@ class ResNetBackbone(nn.Module):
     width: int = 64
     small_inputs: bool = False
     zero_init_residual: bool = False
+    frozen_bn: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -157,7 +162,7 @@ class ResNetBackbone(nn.Module):
         )
         norm = functools.partial(
             nn.BatchNorm,
-            use_running_average=not train,
+            use_running_average=not train or self.frozen_bn,
             momentum=0.9,  # torch's momentum=0.1: running = 0.9 * running + 0.1 * batch
             epsilon=1e-5,
             dtype=self.dtype,
@@ -214,7 +219,7 @@ class ResNet(nn.Module):
 
     Attributes:
         stage_sizes, block_cls, width, small_inputs, zero_init_residual,
-        dtype, param_dtype: as in `ResNetBackbone`.
+        frozen_bn, dtype, param_dtype: as in `ResNetBackbone`.
         num_classes: number of output logits.
     """
 
@@ -224,6 +229,7 @@ class ResNet(nn.Module):
     width: int = 64
     small_inputs: bool = False
     zero_init_residual: bool = False
+    frozen_bn: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -236,6 +242,7 @@ class ResNet(nn.Module):
             width=self.width,
             small_inputs=self.small_inputs,
             zero_init_residual=self.zero_init_residual,
+            frozen_bn=self.frozen_bn,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="backbone",

@@ -88,7 +88,7 @@ class RetinaNet(DenseDetector):
         batch = images.shape[0]
         pyramid = backbone_pyramid(
             self.backbone, self.backbone_width, self.fpn_features, "c5", self.dtype,
-            self.param_dtype, images, train,
+            self.param_dtype, images, train, frozen_bn=self.frozen_bn,
         )
         # One instance of each conv, applied to every level: shared weights.
         conv = functools.partial(head_conv, dtype=self.dtype, param_dtype=self.param_dtype)
