@@ -69,7 +69,12 @@ def base(task: str, dtype: str) -> ml_collections.ConfigDict:
 def tfds_data(
     name: str, eval_split: str, *, worker_count: int = 0, cache: bool = True, **fields
 ) -> ml_collections.ConfigDict:
-    """`config.data`: tfds dataset `name`, trained on its "train" split.
+    """`config.data`: dataset `name`, trained on its "train" split.
+
+    `name` is a tfds builder, or a file dataset (`jaxvision.data.FILE_DATASETS`:
+    image_folder, idx, coco_json, ...) read from `path`. `data_dir` and `path`
+    are one field with two names: tfds's data dir, or the folder holding a file
+    dataset's splits (`--config.data.name=idx --config.data.path=DIR`).
 
     The defaults suit a dataset that fits in RAM: records are read in the
     training process (grain workers would only add overhead) and deserialized
@@ -82,15 +87,37 @@ def tfds_data(
       cache: keep deserialized records in RAM.
       **fields: the task's own fields (`resize_size`, or `image_size` and `max_boxes`).
     """
+    root = placeholder(str)  # None: the tfds default (~/tensorflow_datasets).
     return ml_collections.ConfigDict({
         "name": name,
-        "data_dir": placeholder(str),  # None: the tfds default (~/tensorflow_datasets).
+        "data_dir": root,
+        "path": root,  # The same field (a shared reference): setting one sets both.
         "train_split": "train",
         "eval_split": eval_split,
         "worker_count": worker_count,
         "cache": cache,
         **fields,
     })
+
+
+def pretrained() -> dict:
+    """`config.model` fields of a ResNet-based model that starts from pretrained weights.
+
+    Off by default (random init). Fine-tuning as detectron2 does:
+    `--config.model.init_from=torchvision:resnet50.pth
+    --config.model.freeze_backbone_stages=2 --config.model.frozen_bn=True`.
+    """
+    return {
+        # "torchvision:PATH" (or "timm:PATH"; .pth, .safetensors, .npz) or "workdir:RUN"
+        # (a jaxvision run's newest checkpoint); "": random init. See jaxvision/weights.py.
+        "init_from": "",
+        # Never update the stem and the first k-1 stages (detectron2's FREEZE_AT;
+        # 2 = stem + stage 1, its and torchvision's default for fine-tuning); 0: none.
+        "freeze_backbone_stages": 0,
+        # The backbone's BatchNorm uses its running statistics and does not learn
+        # (detectron2's FrozenBN): pretrained statistics survive small batches.
+        "frozen_bn": False,
+    }
 
 
 def _optimizer(
@@ -319,6 +346,7 @@ def coco_1x(detector: str, variant: str, nms_iou: float) -> ml_collections.Confi
     })
     config.model = ml_collections.ConfigDict({
         "name": detector, "backbone": "resnet50", "backbone_width": 64, "fpn_features": 256,
+        **pretrained(),
     })
     if detector not in TWO_STAGE:
         config.model.update(head_convs=4, norm_groups=32)

@@ -28,7 +28,6 @@ Variants (`configs/faces_arcface_r50.py:VARIANT`):
 """
 
 import ml_collections
-from ml_collections.config_dict import placeholder
 
 from configs import common
 
@@ -42,7 +41,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         worker_count=8,  # JPEG decoding in grain worker processes.
         cache=False,  # ~490k images do not fit in RAM.
     )
-    config.data.data_dir = placeholder(str)  # Required: the folder described above.
     config.data.train_split = "train"
     config.augment = ml_collections.ConfigDict({
         "pad": 0,  # Aligned faces: no shifts (insightface: flips only).

@@ -92,7 +92,8 @@ def main(argv):
         out = os.path.join(_OUT.value, os.path.basename(path)) if folder else _OUT.value
         visualize.save_image(out, drawn)
         logging.info("%s: %d detections (%d drawn) -> %s", path, len(scores), shown.sum(), out)
-        for result in coco.detections([coco.ImageDetections(image_id, boxes, scores, labels, rles)]):
+        found = [coco.ImageDetections(image_id, boxes, scores, labels, rles)]
+        for result in coco.detections(found, exp.info.category_ids):
             results.append({**result, "file_name": os.path.basename(path)})
     if skipped:
         logging.warning("Skipped %d of %d images that could not be read: %s",

@@ -38,7 +38,7 @@ VARIANTS = [None, "smoke"]
 # The fields the trainer reads, by what they depend on (model.* is each model's own).
 EVERY_CONFIG_KEYS = {
     "seed", "task", "dtype", "mesh.data", "mesh.fsdp",
-    "data.name", "data.data_dir", "data.train_split", "data.eval_split",
+    "data.name", "data.data_dir", "data.path", "data.train_split", "data.eval_split",
     "data.worker_count", "data.cache", "augment.flip", "augment.mean", "augment.std",
     "batch_size", "eval_batch_size", "num_epochs", "num_train_steps",
     # The fields of every optimizer and schedule, so any config runs with any of them.
@@ -63,8 +63,15 @@ TASK_KEYS = {
     | {f"track.{field.name}" for field in dataclasses.fields(TrackerConfig)},
 }
 
-# Fields only one dataset has: tfds coco/2017 has no masks, its instances JSON files do.
-DATASET_KEYS = {"coco/2017": {"data.train_annotations", "data.eval_annotations"}}
+# Fields only some datasets have: tfds coco/2017 has no masks, its instances JSON files
+# do; a coco_json split is an instances JSON and an image folder; an image folder's
+# images are converted to one channel count.
+DATASET_KEYS = {
+    "coco/2017": {"data.train_annotations", "data.eval_annotations"},
+    "coco_json": {"data.train_annotations", "data.eval_annotations", "data.train_images",
+                  "data.eval_images"},
+    "image_folder": {"data.channels"},
+}
 
 
 def _load(name, arg=None):
@@ -110,11 +117,12 @@ def _the_error_line(result) -> str:
 
 def test_all_configs_are_listed():
     assert CONFIGS == [
-        "cifar10_resnet18", "coco_faster_rcnn_r50_fpn", "coco_fcos_r50_fpn",
+        "cifar10_resnet18", "coco_faster_rcnn_r50_fpn", "coco_fcos_r50_fpn", "coco_json_fcos",
         "coco_mask_rcnn_r50_fpn", "coco_retinanet_r50_fpn", "digit_detection_faster_rcnn",
         "digit_detection_fcos", "digit_detection_mask_rcnn", "digit_detection_retinanet",
-        "digit_instances_arcface", "digits_cnn", "faces_arcface_r50", "imagenet_resnet50",
-        "mnist_cnn", "mot17_tracking", "moving_digits_tracking",
+        "digit_instances_arcface", "digits_cnn", "faces_arcface_r50", "image_folder_cnn",
+        "image_folder_resnet18", "imagenet_resnet50", "mnist_cnn", "mot17_tracking",
+        "moving_digits_tracking",
     ]
 
 
@@ -241,7 +249,7 @@ def test_catalog_smoke_config_trains_on_mock_data(name, tmp_path):
     assert evals and evals[-1]["num_examples"] == 16
 
 
-@pytest.mark.parametrize("name", [n for n in CONFIGS if n.startswith("coco_")])
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n.endswith("_r50_fpn")])
 def test_coco_configs_are_the_1x_recipe(name):
     config = _load(name)
     assert config.data.name == "coco/2017" and config.model.backbone == "resnet50"

@@ -27,6 +27,7 @@ from pycocotools import mask as mask_utils
 
 from jaxvision.data import datasets
 from jaxvision.errors import UserError
+from jaxvision.visualize import to_rgb
 
 
 class Decode:
@@ -49,13 +50,18 @@ class ClassificationDecode(Decode):
     Attributes:
         resize_size: Host resize: shorter side to this, then center square crop.
             Required when the dataset's images vary in size.
+        channels: C, converting the record's images (grey -> RGB by repeating,
+            RGB -> grey with PIL's luma, `convert("L")`); None keeps them.
     """
 
-    def __init__(self, resize_size: int | None = None):
+    def __init__(self, resize_size: int | None = None, channels: int | None = None):
         self.resize_size = resize_size
+        self.channels = channels
 
     def __call__(self, record: dict[str, Any]) -> dict[str, np.ndarray]:
         image = np.asarray(record["image"], np.uint8)  # [H, W, C]
+        if self.channels is not None and image.shape[-1] != self.channels:
+            image = convert_channels(image, self.channels)
         if self.resize_size is not None:
             image = resize_and_center_crop(image, self.resize_size)
         return {"image": image, "label": np.int32(record["label"])}
@@ -480,3 +486,15 @@ def _resize(
     channels = image.shape[-1]
     pil = Image.fromarray(image[..., 0] if channels == 1 else image)
     return np.asarray(pil.resize((width, height), resample)).reshape(height, width, channels)
+
+
+def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 [H, W, 1 or 3] -> [H, W, channels] (1 or 3): grey repeated, or RGB to PIL's luma."""
+    if channels == 3:
+        return to_rgb(image)
+    if channels == 1 and image.shape[-1] == 3:
+        return np.asarray(Image.fromarray(image).convert("L"))[:, :, None]  # [H, W, 1]
+    raise UserError(
+        f"Cannot convert {image.shape[-1]}-channel images to {channels} channels; set "
+        "config.data.channels to 1 (grey) or 3 (RGB)."
+    )

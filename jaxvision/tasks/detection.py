@@ -156,6 +156,7 @@ class Evaluator:
     def __init__(self, config: ml_collections.ConfigDict, info: data.DatasetInfo, split: str):
         del config, split
         self._class_names = info.class_names
+        self._category_ids = info.category_ids  # Sparse ids of a coco_json dataset, else None.
         self._annotations: list[coco.ImageAnnotations] = []
         self._detections: list[coco.ImageDetections] = []
 
@@ -187,10 +188,10 @@ class Evaluator:
 
         With `export_dir`, process 0 writes `ground_truth.json` (COCO instances)
         and `detections.json` (COCO results, with "segmentation" RLEs for
-        masks) there.
+        masks) there, with the dataset's own category ids (`DatasetInfo.category_ids`).
         """
-        gt = coco.ground_truth(self._annotations, self._class_names)
-        dets = coco.detections(self._detections)
+        gt = coco.ground_truth(self._annotations, self._class_names, self._category_ids)
+        dets = coco.detections(self._detections, self._category_ids)
         if export_dir is not None and jax.process_index() == 0:
             coco.write_json(os.path.join(export_dir, "ground_truth.json"), gt)
             coco.write_json(os.path.join(export_dir, "detections.json"), dets)
