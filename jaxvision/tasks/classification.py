@@ -19,14 +19,16 @@ from jaxvision.errors import UserError
 
 
 def make_decode(config: ml_collections.ConfigDict) -> data.Decode:
-    return data.ClassificationDecode(config.data.resize_size)
+    """`ClassificationDecode`: resized to `data.resize_size`, converted to `data.channels` if set."""
+    return data.ClassificationDecode(config.data.resize_size, config.data.get("channels"))
 
 
 def input_shape(
     config: ml_collections.ConfigDict, info: data.DatasetInfo
 ) -> tuple[int, int, int, int]:
-    """`(1, crop, crop, C)`: one augmented image."""
-    return (1, config.augment.crop_size, config.augment.crop_size, info.channels)
+    """`(1, crop, crop, C)`: one augmented image; C is `data.channels` or the dataset's."""
+    channels = config.data.get("channels") or info.channels
+    return (1, config.augment.crop_size, config.augment.crop_size, channels)
 
 
 def loss_fn(
@@ -66,6 +68,22 @@ def loss_fn(
     return loss, (new_batch_stats, {"loss": loss, "accuracy": accuracy})
 
 
+def predict(
+    variables: dict[str, Any], images: jax.Array, *,
+    model: nn.Module, config: ml_collections.ConfigDict,
+) -> jax.Array:
+    """float32 logits `[B, K]` of decoded uint8 images `[B, H, W, C]` (as eval batches hold them).
+
+    The eval preprocessing (center crop to `config.augment.crop_size`,
+    normalization), then the model in inference mode.
+    """
+    aug = config.augment
+    images = augment.preprocess_for_eval(
+        images, crop_size=aug.crop_size, mean=aug.mean, std=aug.std
+    )  # [B, crop, crop, C] float32
+    return model.apply(variables, images, train=False)  # [B, K]
+
+
 def eval_outputs(
     variables: dict[str, Any], batch: dict[str, jax.Array], *,
     model: nn.Module, config: ml_collections.ConfigDict,
@@ -75,11 +93,7 @@ def eval_outputs(
     Sums, not means, so that batches add up exactly and padded examples
     (`mask` False) count for nothing.
     """
-    aug = config.augment
-    images = augment.preprocess_for_eval(
-        batch["image"], crop_size=aug.crop_size, mean=aug.mean, std=aug.std
-    )
-    logits = model.apply(variables, images, train=False)  # [B, K]
+    logits = predict(variables, batch["image"], model=model, config=config)  # [B, K]
     mask = batch["mask"].astype(jnp.float32)  # [B]
     per_example = losses.softmax_cross_entropy(logits, batch["label"])  # [B]
     correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
@@ -130,7 +144,8 @@ def synthetic_batch(
             )
         size = info.image_shape[0]
     return {
-        "image": rng.integers(0, 256, (batch_size, size, size, info.channels), dtype=np.uint8),
+        "image": rng.integers(0, 256, (batch_size, size, size, input_shape(config, info)[-1]),
+                              dtype=np.uint8),
         "label": rng.integers(0, info.num_classes, (batch_size,), dtype=np.int32),
         "mask": np.ones((batch_size,), bool),
     }
