@@ -54,7 +54,7 @@ from absl import flags
 from ml_collections import config_flags
 from torch import nn
 
-from jaxvision import benchmark, cli, data, models
+from jaxvision import benchmark, cli, data, experiment, models
 from jaxvision.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -297,7 +297,7 @@ def run_benchmark(
     if channels_last is None:
         channels_last = setup_device.type == "cuda"
     info = benchmark.synthetic_info(config)  # COCO's shape without COCO, as jaxvision's.
-    fields = {k: v for k, v in config.model.items() if k != "name"}
+    fields = experiment.model_fields(config)
     setup = Setup(
         config=config, info=info,
         spec=models.get_model(config.model.name, num_classes=info.num_classes, **fields),

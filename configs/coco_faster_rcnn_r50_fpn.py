@@ -14,9 +14,10 @@ proposals per image in training and 1,000 at test, 512 RoIs per image at 25%
 positives, two FC-1024 layers, NMS 0.5, 100 detections.
 
 Expected: torchvision reports 37.0 box AP for this model (1x, 26 epochs with
-its own schedule) from an ImageNet-pretrained, frozen-BatchNorm ResNet-50.
-jaxvision cannot load ImageNet weights yet, and from random weights the 1x
-schedule gives far less (He et al. 2019, "Rethinking ImageNet Pre-training",
+its own schedule) from an ImageNet-pretrained, frozen-BatchNorm ResNet-50:
+add --config.model.init_from=torchvision:resnet50.pth
+--config.model.freeze_backbone_stages=2 --config.model.frozen_bn=True. From
+random weights (the default) the 1x schedule gives far less (He et al. 2019, "Rethinking ImageNet Pre-training",
 train 3-6x longer and with normalized heads to catch up). Not yet measured here.
 
 Variants (`configs/coco_faster_rcnn_r50_fpn.py:VARIANT`):

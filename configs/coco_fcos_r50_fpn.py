@@ -13,8 +13,9 @@ Images: longer side resized to 1024 px (static 1024x1024 canvases; for COCO's
 4:3 images the shorter side is ~768 px, near Detectron2's 800).
 
 Expected: box AP ~38.7 (the paper's R50 1x) needs an ImageNet-pretrained
-backbone, which this project cannot load yet; from scratch, 1x gives far
-less (He et al. 2019 train 3-6x longer from scratch). Not yet measured here.
+backbone: add --config.model.init_from=torchvision:resnet50.pth
+--config.model.freeze_backbone_stages=2 --config.model.frozen_bn=True. From
+scratch (the default), 1x gives far less (He et al. 2019 train 3-6x longer from scratch). Not yet measured here.
 
 Variants (`configs/coco_fcos_r50_fpn.py:VARIANT`):
   smoke: a tiny model on 64 px canvases for 2 steps, for tests (mock data).

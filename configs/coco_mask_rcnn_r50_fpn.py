@@ -16,8 +16,10 @@ records by annotation id, and decoded as 56 x 56 masks over each box
 given in RAM (several GB for train2017); eval needs only the val file.
 
 Expected: torchvision reports 37.9 box AP and 34.6 mask AP for this model
-from an ImageNet-pretrained ResNet-50; from random weights (jaxvision cannot
-load ImageNet weights yet) the 1x schedule gives far less. Not yet measured here.
+from an ImageNet-pretrained ResNet-50 (add
+--config.model.init_from=torchvision:resnet50.pth
+--config.model.freeze_backbone_stages=2 --config.model.frozen_bn=True); from
+random weights (the default) the 1x schedule gives far less. Not yet measured here.
 
 Variants (`configs/coco_mask_rcnn_r50_fpn.py:VARIANT`):
   smoke: a tiny model on 64 px canvases for 2 steps, for tests (mock data).

@@ -10,7 +10,9 @@ with the paper's anchors (3 scales x 3 aspect ratios, 32 px at P3), IoU
 matching 0.5/0.4, focal loss and smooth-L1 box loss, and GroupNorm heads.
 
 Expected: box AP ~36-37 (the paper's R50 1x) needs an ImageNet-pretrained
-backbone, which this project cannot load yet; not yet measured here.
+backbone (add --config.model.init_from=torchvision:resnet50.pth
+--config.model.freeze_backbone_stages=2 --config.model.frozen_bn=True); not
+yet measured here.
 
 Variants (`configs/coco_retinanet_r50_fpn.py:VARIANT`):
   smoke: a tiny model on 64 px canvases for 2 steps, for tests (mock data).

@@ -78,6 +78,12 @@ def abstract_arrays(shapes: Any, shardings: Any) -> Any:
     )
 
 
+def model_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """`config.model` without its name and `TRAINING_FIELDS`: the model constructor's fields."""
+    fields = config.model.to_dict()
+    return {k: v for k, v in fields.items() if k != "name" and k not in TRAINING_FIELDS}
+
+
 def eval_step(
     variables: dict[str, Any], batch: dict[str, jax.Array], *, outputs_fn: Callable
 ) -> dict[str, jax.Array]:
@@ -123,7 +129,7 @@ class Experiment:
         self.info = info
         self.model = models.get_model(
             config.model.name, num_classes=self.info.num_classes,
-            dtype=jnp.dtype(config.dtype), **self.model_fields(),
+            dtype=jnp.dtype(config.dtype), **model_fields(config),
         )
         self.input_shape = self.task.input_shape(config, self.info)
         self.decode = self.task.make_decode(config)
@@ -140,11 +146,6 @@ class Experiment:
             out_shardings=parallel.replicated(self.mesh),
         )
 
-    def model_fields(self) -> dict[str, Any]:
-        """`config.model` without its name and `TRAINING_FIELDS`: the model's own fields."""
-        fields = self.config.model.to_dict()
-        return {k: v for k, v in fields.items() if k != "name" and k not in TRAINING_FIELDS}
-
     @property
     def meta(self) -> dict:
         """The checkpoint header: what must match for a checkpoint to be restored.
@@ -152,7 +153,7 @@ class Experiment:
         Round-tripped through JSON so it compares equal to what a checkpoint holds.
         """
         return json.loads(json.dumps({
-            "model": {"name": self.config.model.name, **self.model_fields()},
+            "model": {"name": self.config.model.name, **model_fields(self.config)},
             "dataset": self.config.data.name,
             "num_classes": self.info.num_classes,
         }))

@@ -8,6 +8,8 @@ import importlib.util
 import json
 import logging
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -18,9 +20,11 @@ from pycocotools.cocoeval import COCOeval
 from configs import coco_json_fcos, image_folder_cnn, image_folder_resnet18, mnist_cnn
 from jaxvision import data, optim, train, weights
 from jaxvision.checkpoint import Checkpointer
+from jaxvision.errors import UserError
 from jaxvision.experiment import Experiment
 from jaxvision.tasks import detection
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location(
     "make_resnet_golden", os.path.join(os.path.dirname(__file__), "golden", "make_resnet_golden.py"))
 golden = importlib.util.module_from_spec(_spec)
@@ -81,16 +85,22 @@ def test_mnist_config_trains_on_idx_files(digits_idx_dir, tmp_path):
     assert last["split"] == "test" and last["num_examples"] == 360
 
 
-def test_coco_json_fcos_trains_and_exports_the_datasets_category_ids(
-        digit_detection_coco_json, tmp_path):
+def test_coco_json_fcos_reads_its_training_batches(digit_detection_coco_json):
+    """The config's data path up to the train step (the step itself: test_detection.py)."""
     config = coco_json_fcos.get_config("smoke")
     config.data.update(digit_detection_coco_json)
     assert config.model.freeze_backbone_stages == 2 and config.model.frozen_bn  # detectron2's.
-    state = train.train_and_evaluate(config, str(tmp_path))
-    assert int(state.step) == config.num_train_steps
-    last = _metrics(str(tmp_path))[-1]
-    assert last["num_images"] == 32 and 0 <= last["AP50"] <= 1
-
+    trainer = train.Trainer(Experiment(config))
+    assert trainer.experiment.info.category_ids == tuple(range(3, 23, 2))
+    assert trainer.steps_per_epoch == 64 // config.batch_size
+    iterator = trainer.train_iterator()
+    try:
+        batch = jax.device_get(next(iterator))
+    finally:
+        iterator.close()
+    assert batch["image"].shape == (config.batch_size, 64, 64, 3)
+    labels = batch["labels"][batch["box_mask"]]
+    assert labels.size and labels.min() >= 0 and labels.max() < 10  # Contiguous, not the ids.
 
 
 def test_coco_json_results_use_the_datasets_category_ids(digit_detection_coco_json, tmp_path):
@@ -198,3 +208,27 @@ def test_frozen_parameters_get_no_update_and_no_weight_decay(stages, frozen_bn):
     for key, is_frozen in _leaves_with_paths(frozen).items():
         changed = not np.array_equal(_leaves_with_paths(new)[key], _leaves_with_paths(params)[key])
         assert changed != bool(is_frozen), key
+
+
+def test_a_split_folder_that_does_not_exist_is_one_error_line_at_the_start(digits_image_folder):
+    """The config's default eval split is "val"; this folder has "test": said before training."""
+    result = subprocess.run(
+        [sys.executable, "scripts/train.py", "--config", "configs/image_folder_cnn.py:smoke",
+         "--workdir", os.path.join(digits_image_folder, "..", "run_val"),
+         f"--config.data.path={digits_image_folder}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "/val'" in errors[0] and "['test', 'train']" in errors[0], errors
+    assert "train:" not in result.stderr  # No step was taken.
+
+
+def test_coco_json_without_eval_files_is_refused_before_training(digit_detection_coco_json, tmp_path):
+    config = coco_json_fcos.get_config("smoke")
+    config.data.update(train_annotations=digit_detection_coco_json["train_annotations"],
+                       train_images=digit_detection_coco_json["train_images"])
+    with pytest.raises(UserError, match="eval_annotations / eval_images"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert not os.path.exists(tmp_path / "checkpoints")

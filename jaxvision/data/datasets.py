@@ -211,7 +211,7 @@ def _mot_info(source: mot_files.MOTSource, split: str) -> DatasetInfo:
 
 
 # Datasets read from the user's files, with nothing to prepare. A split names
-# paths relative to the data dir (config.data.data_dir), or absolute paths:
+# paths relative to the data dir (config.data.path, the same field as data_dir), or absolute paths:
 #   image_folder: a folder of one sub-folder of images per class (torchvision's
 #     ImageFolder), e.g. "train" for DATA_DIR/train/<class>/<image>; a split other
 #     than "train" must have the classes of its sibling "train" if there is one;
@@ -371,8 +371,9 @@ def _file_source(name: str, split: str, data_dir: str | None) -> Any:
     paths = [os.path.expanduser(path) for path in _FILE_DATASETS[name].paths(split)]
     if data_dir is None and not all(os.path.isabs(path) for path in paths):
         raise UserError(
-            f"Dataset {name!r} reads your files: set config.data.data_dir to the "
-            f"folder holding split {split!r}, or give the split as an absolute path."
+            f"Dataset {name!r} reads your files: set config.data.path (or data_dir, the "
+            f"same field) to the folder holding split {split!r}, or give the split as an "
+            "absolute path."
         )
     root = os.path.expanduser(data_dir or "")
     return _FILE_DATASETS[name].open(split, *(os.path.join(root, path) for path in paths))

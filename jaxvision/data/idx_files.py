@@ -63,7 +63,7 @@ class IdxSource:
         if not os.path.isdir(directory):
             raise UserError(
                 f"IDX folder {directory!r} does not exist or is not a folder; set "
-                "config.data.data_dir to the folder holding the *-images-idx3-ubyte[.gz] "
+                "config.data.path to the folder holding the *-images-idx3-ubyte[.gz] "
                 "and *-labels-idx1-ubyte[.gz] files."
             )
         names = sorted(
@@ -172,7 +172,7 @@ def _find(
         raise UserError(
             f"IDX folder {directory!r} has no {what} file for split {split!r} (looked for "
             f"{patterns}; it holds {reprlib.repr(names)}); put the dataset's IDX files "
-            "there or set config.data.data_dir to the folder holding them."
+            "there or set config.data.path to the folder holding them."
         )
     if len(matches) > 1:
         raise UserError(

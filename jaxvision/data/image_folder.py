@@ -51,9 +51,9 @@ class ImageFolderSource:
             splits = sub_folders(root) if os.path.isdir(root) else []
             raise UserError(
                 f"Image folder split {path!r} does not exist or is not a folder; "
-                + (f"{root!r} holds the splits {splits}: use one of them (e.g. "
-                   "config.data.train_split = 'train')." if splits else
-                   "set config.data.data_dir to the folder holding the splits "
+                + (f"{root!r} holds the splits {splits}: set config.data.train_split / "
+                   "eval_split to one of them." if splits else
+                   "set config.data.path to the folder holding the splits "
                    "(ROOT/<split>/<class_name>/<image>).")
             )
         folders = class_folders(path)

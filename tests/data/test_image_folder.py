@@ -74,7 +74,7 @@ def test_folder_errors_name_the_folder(modes, tmp_path):
     with pytest.raises(UserError, match="does not exist") as e:
         ImageFolderSource(f"{root}/test")
     assert f"{root}/test" in str(e.value) and "['train', 'val']" in str(e.value)
-    with pytest.raises(UserError, match="config.data.data_dir") as e:
+    with pytest.raises(UserError, match="set config.data.path to the folder") as e:
         ImageFolderSource(str(tmp_path / "nowhere" / "train"))
 
     flat = tmp_path / "flat"

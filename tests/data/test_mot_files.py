@@ -165,7 +165,7 @@ def test_half_splits_and_dataset_functions(mot_root):
         mot_files.parse_split("train[60%:10%]")
     with pytest.raises(UserError, match="PATH\\[P%:Q%\\]"):
         mot_files.parse_split("train[:50]")
-    with pytest.raises(UserError, match="set config.data.data_dir"):
+    with pytest.raises(UserError, match="set config.data.path \\(or data_dir"):
         data.load_source("mot", "MOT17/train", None)
     with pytest.raises(UserError, match="no verification pairs"):
         data.verification_pairs("mot", "MOT17/train", mot_root)
