@@ -34,7 +34,7 @@ def main(argv):
     exported = export.export_stablehlo(exp, variables)
     config_name = config_flags.get_config_filename(flags.FLAGS["config"])
     export.save(_OUT.value, exported, export.metadata(exported, exp, step, config_name))
-    logging.info("Checkpoint step %d -> %s (+ .json), input %s uint8.",
+    logging.info("Checkpoint step %d -> %s (+ .json), input %s.",
                  step, _OUT.value, exported.in_avals[0].str_short())
 
 
