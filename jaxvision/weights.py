@@ -132,7 +132,7 @@ def initialize_from(spec: str, variables: dict[str, Any]) -> dict[str, Any]:
     """`variables` (a fresh init) with the pretrained arrays of `spec` that fit.
 
     The trainer calls it once after its random init, e.g.
-    `variables = weights.initialize_from(config.init_from, variables)`.
+    `variables = weights.initialize_from(config.model.init_from, variables)`.
 
     - "torchvision:PATH" / "timm:PATH": a ResNet state dict file
       (`from_torchvision`; the ResNet depth is read from the model's own
