@@ -175,7 +175,7 @@ class Experiment:
         detections; recognition: the ROC curve), in a sub-folder per split
         when there are several.
         """
-        splits = [split.strip() for split in self.config.data.eval_split.split(",")]
+        splits = eval_splits(self.config)
         if len(splits) == 1:
             return self._evaluate_split(variables, splits[0], export_dir)
         metrics = {}
@@ -207,6 +207,15 @@ class Experiment:
                 "config.data.eval_split to a split with examples."
             )
         return evaluator.result(export_dir)
+
+
+def eval_splits(config: ml_collections.ConfigDict) -> list[str]:
+    """The splits of `config.data.eval_split` ("test", or "lfw.bin,cfp_fp.bin": comma-separated).
+
+    An unset eval split (a coco_json config without its eval files) is one
+    empty split, which the dataset then refuses with a message naming the fields.
+    """
+    return [split.strip() for split in (config.data.eval_split or "").split(",")]
 
 
 def split_name(split: str) -> str:

@@ -37,6 +37,7 @@ from jaxvision.errors import UserError
 from jaxvision.experiment import (
     Experiment,
     abstract_arrays,
+    eval_splits,
     init_variables,
     variable_shardings,
 )
@@ -168,8 +169,8 @@ class Trainer:
             num_train_examples = len(data.load_source(
                 config.data.name, config.data.train_split, config.data.data_dir))
             # Open the eval split(s) too: a wrong path fails now, not at the first evaluation.
-            for split in (config.data.eval_split or "").split(","):
-                data.load_source(config.data.name, split.strip(), config.data.data_dir)
+            for split in eval_splits(config):
+                data.load_source(config.data.name, split, config.data.data_dir)
         self.steps_per_epoch = max(num_train_examples // config.batch_size, 1)
         self.num_train_steps = config.num_train_steps or int(
             config.num_epochs * self.steps_per_epoch
